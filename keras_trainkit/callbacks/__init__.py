@@ -1,0 +1,3 @@
+"""Callbacks for `model.fit(callbacks=[...])`."""
+
+__all__: list[str] = []
