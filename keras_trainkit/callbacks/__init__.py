@@ -1,3 +1,5 @@
 """Callbacks for `model.fit(callbacks=[...])`."""
 
-__all__: list[str] = []
+from keras_trainkit.callbacks._early_stopping import EarlyStopping
+
+__all__: list[str] = ["EarlyStopping"]
