@@ -1,5 +1,23 @@
 """Callbacks for `model.fit(callbacks=[...])`."""
 
 from keras_trainkit.callbacks._early_stopping import EarlyStopping
+from keras_trainkit.callbacks._lr_callbacks import (
+    CosineDecay,
+    ExponentialDecay,
+    InverseTimeDecay,
+    LearningRateSchedule,
+    PolynomialDecay,
+    StepDecay,
+    WarmUp,
+)
 
-__all__: list[str] = ["EarlyStopping"]
+__all__ = [
+    "EarlyStopping",
+    "CosineDecay",
+    "ExponentialDecay",
+    "InverseTimeDecay",
+    "LearningRateSchedule",
+    "PolynomialDecay",
+    "StepDecay",
+    "WarmUp",
+]
