@@ -192,11 +192,12 @@ class _Interrupt(keras.callbacks.Callback):
 
 def test_resume_with_backup_and_restore_continues(tmp_path):
     def callbacks():
-        return [C.WarmUp(8, initial_learning_rate=0.001), C.PolynomialDecay(12, end_learning_rate=0.0)]
+        return [C.WarmUp(8, initial_learning_rate=0.001, log_dir=str(tmp_path / "tb")),
+                C.PolynomialDecay(12, end_learning_rate=0.0)]
 
     sched = S.WarmUp(S.PolynomialDecay(0.05, 12, 0.0), 8, 0.001)
     full = model_with(keras.optimizers.Adam(0.05))
-    fit(full, callbacks(), epochs=4)
+    fit(full, [C.WarmUp(8, initial_learning_rate=0.001), C.PolynomialDecay(12, end_learning_rate=0.0)], epochs=4)
 
     backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
     model = model_with(keras.optimizers.Adam(0.05))
@@ -208,6 +209,11 @@ def test_resume_with_backup_and_restore_continues(tmp_path):
     fit(resumed, [keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))] + callbacks() + [rec], epochs=4)
     assert rec.steps == list(range(13, 25))  # resumed at the start of epoch 3
     assert_rates(rec, sched)
+    # TensorBoard: epochs 1-2 from the first process, 3-4 from the resumed one,
+    # each update exactly once.
+    steps, values = read_scalars(str(tmp_path / "tb" / "train"), "learning_rate")
+    assert sorted(steps) == list(range(1, 25))
+    np.testing.assert_allclose(values, sched(steps - 1), rtol=1e-6)
     for a, b in zip(resumed.get_weights(), full.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 

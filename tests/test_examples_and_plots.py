@@ -1,0 +1,62 @@
+"""The quickstart example, the plotting helper and the benchmark smoke run."""
+
+import importlib.util
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from keras_trainkit import schedules as S
+from keras_trainkit.plotting import plot_schedule, schedule_values
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_script(relpath):
+    path = os.path.join(ROOT, relpath)
+    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, os.path.dirname(path))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.pop(0)
+    return module
+
+
+def test_quickstart_trains_and_saves_plot(tmp_path):
+    accuracy, rates = load_script("examples/quickstart.py").main(["--out", str(tmp_path), "--epochs", "6"])
+    assert accuracy > 0.9
+    assert len(rates) == 6
+    assert rates[1] == pytest.approx(0.1, rel=0.05)  # peak reached right after the 2-epoch warm-up
+    # The last update is number total - 1 of the closed-form schedule.
+    steps_per_epoch = 43  # ceil(1347 / 32)
+    total, warmup = 6 * steps_per_epoch, 2 * steps_per_epoch
+    t = total - 1 - warmup
+    expected = 0.1 * (0.99 * 0.5 * (1 + np.cos(np.pi * t / (total - warmup))) + 0.01)
+    assert rates[-1] == pytest.approx(expected, rel=1e-5)
+    png = tmp_path / "quickstart_schedule.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_schedule_values_and_validation(tmp_path):
+    import keras
+
+    sched = keras.optimizers.schedules.CosineDecay(0.1, 50, warmup_target=0.2, warmup_steps=10)
+    values = schedule_values(sched, np.arange(60))
+    assert values[10] == pytest.approx(0.2, rel=1e-6)
+    np.testing.assert_allclose(schedule_values(S.Constant(0.3), [0, 5]), [0.3, 0.3])
+    fig = plot_schedule(S.WarmUp(0.1, 10), 30, path=str(tmp_path / "p.png"))
+    line = fig.axes[0].lines[0]
+    np.testing.assert_allclose(line.get_ydata()[:11], np.linspace(0, 0.1, 11), rtol=1e-6)
+    with pytest.raises(ValueError, match="`total_steps`"):
+        plot_schedule(S.Constant(0.1), 0)
+
+
+def test_lr_overhead_benchmark_smoke(tmp_path):
+    out = tmp_path / "bench.json"
+    results = load_script("benchmarks/lr_callback_overhead.py").main(["--smoke", "--out", str(out)])
+    assert set(results) == {"bare fit", "WarmUp + CosineDecay (keras_trainkit)", "Python assign in on_train_batch_begin"}
+    assert results["bare fit"]["median_ratio"] == 1.0
+    assert out.exists()
