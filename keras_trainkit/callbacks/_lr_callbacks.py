@@ -27,7 +27,7 @@ from keras import ops
 
 from keras_trainkit import _validation as v
 from keras_trainkit import schedules
-from keras_trainkit.callbacks import _lr_control
+from keras_trainkit.callbacks import _lr_control, _summaries
 from keras_trainkit.schedules._base import check_schedule
 
 
@@ -78,11 +78,9 @@ class LearningRateSchedule(keras.callbacks.Callback):
     # -- hooks --------------------------------------------------------------------
     def on_train_begin(self, logs=None):
         self._controllers = _lr_control.attach(self, self.model)
-        dirs = _lr_control.tensorboard_dirs(self, self.log_dir)
+        dirs = _summaries.tensorboard_dirs(self, self.log_dir)
         for controller in self._controllers:
-            for d in dirs:
-                if d not in controller.log_dirs:
-                    controller.log_dirs.append(d)
+            controller.summaries.add_dirs(dirs)
 
     def on_epoch_begin(self, epoch, logs=None):
         for controller in self._controllers:
@@ -93,7 +91,7 @@ class LearningRateSchedule(keras.callbacks.Callback):
             controller.write_summaries("learning_rate")
         if self.verbose:
             rates = ", ".join(f"{float(ops.convert_to_numpy(c())):.6g}" for c in self._controllers)
-            keras.utils.io_utils.print_msg(f"\nEpoch {epoch + 1}: learning rate for the next update: {rates}")
+            print(f"\nEpoch {epoch + 1}: learning rate for the next update: {rates}")
 
     def on_train_end(self, logs=None):
         for controller in self._controllers:

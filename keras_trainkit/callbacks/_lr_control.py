@@ -21,14 +21,13 @@ is put back.
 from __future__ import annotations
 
 import numbers
-import os
 from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_trainkit.callbacks import _train_hooks
+from keras_trainkit.callbacks import _summaries, _train_hooks
 from keras_trainkit.schedules._base import call_schedule, serialize_schedule
 
 _CONTROLLER = "_keras_trainkit_rate_controller"
@@ -67,8 +66,7 @@ class RateController:
         self.schedule: Any = None
         self.scale = None
         self.scale_history: list[tuple[int, float]] = []
-        self.log_dirs: list[str] = []
-        self._writers: dict[str, Any] = {}
+        self.summaries = _summaries.ScalarWriter()
         self._written: int | None = None
 
     # -- what Keras' optimizer calls --------------------------------------
@@ -145,7 +143,7 @@ class RateController:
         Step `n` holds the rate used by the n-th update (n >= 1), which is where
         keras.callbacks.TensorBoard puts that batch's loss.
         """
-        if not self.log_dirs or self._written is None:
+        if not self.summaries.dirs or self._written is None:
             return
         done = int(self.optimizer.iterations)
         if done <= self._written:
@@ -155,22 +153,11 @@ class RateController:
         starts = np.array([s for s, _ in self.scale_history])
         scales = np.array([c for _, c in self.scale_history])
         values = values * scales[np.searchsorted(starts, updates, side="right") - 1]
-        import tensorflow as tf
-
-        for log_dir in self.log_dirs:
-            writer = self._writers.get(log_dir)
-            if writer is None:
-                writer = self._writers[log_dir] = tf.summary.create_file_writer(log_dir)
-            with writer.as_default():
-                for n, value in zip(updates + 1, values):
-                    tf.summary.scalar(tag, float(value), step=int(n))
-            writer.flush()
+        self.summaries.write({tag: (updates + 1, values)})
         self._written = done
 
     def close(self) -> None:
-        for writer in self._writers.values():
-            writer.close()
-        self._writers.clear()
+        self.summaries.close()
 
 
 def attach(callback: Any, model: keras.Model) -> list[RateController]:
@@ -225,15 +212,3 @@ def _rate_logs(model: keras.Model) -> dict[str, Any]:
         key = "learning_rate" if len(optimizers) == 1 else f"learning_rate_{optimizer.name}"
         logs[key] = controller.rate_at(last)
     return logs
-
-
-def tensorboard_dirs(callback: Any, log_dir: str | None) -> list[str]:
-    """Our own log dir's `train` run, and that of any keras TensorBoard sibling."""
-    dirs = []
-    if log_dir is not None:
-        dirs.append(os.path.join(os.fspath(log_dir), "train"))
-    for sibling in _train_hooks.sibling_callbacks(callback):
-        if isinstance(sibling, keras.callbacks.TensorBoard):
-            dirs.append(getattr(sibling, "_train_dir", os.path.join(sibling.log_dir, "train")))
-    return dirs
-

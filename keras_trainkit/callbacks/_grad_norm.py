@@ -1,0 +1,317 @@
+"""Gradient-norm logging computed inside the compiled train step."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import keras
+import numpy as np
+
+from keras_trainkit import _validation as v
+from keras_trainkit.callbacks import _summaries, _train_hooks
+
+_DEFAULT_CAPACITY = 4096
+
+
+class GradientNormLogger(keras.callbacks.Callback):
+    """Logs gradient norms of the real update, computed in the train step.
+
+    The optimizer's `apply` is wrapped for the duration of `fit()` so the
+    gradients it receives are measured where they are used: no extra forward
+    or backward pass and no per-batch Python. Measured per applied update:
+
+    - `grad_norm`: global L2 norm `sqrt(sum_i ||g_i||^2)` of the gradient the
+      optimizer applies, before clipping, after loss-scale unscaling
+      (`LossScaleOptimizer`, `loss_scale_factor`), of the accumulated gradient
+      under `gradient_accumulation_steps`, and of the all-reduced gradient
+      under `tf.distribute` strategies;
+    - `grad_norm_clipped`: the same after the optimizer's own clipping, when
+      `clipnorm`, `clipvalue` or `global_clipnorm` is set;
+    - with `per_layer=True`: `grad_norm/<layer>`; with `weight_norms=True`:
+      `weight_norm/<layer>` (after the update) and `update_ratio/<layer>`
+      (`||w_after - w_before|| / ||w_before||`).
+
+    Logs (History, progress bar): `grad_norm` (and `grad_norm_clipped`) is the
+    mean over the epoch's finite updates so far, like Keras' loss;
+    `grad_nonfinite` counts updates whose gradient had a NaN or inf since the
+    start of `fit()`. TensorBoard: with `log_dir`, or a
+    `keras.callbacks.TensorBoard` in the same `fit()`, every `update_freq`-th
+    update's values are scalars in the `train` run at step `n` = the n-th
+    update (no reset on a second `fit()` or a resume). They are recorded into a
+    buffer inside the graph and written at each epoch end.
+
+    Args:
+        update_freq: Record every `update_freq`-th update for TensorBoard, an
+            int >= 1. Defaults to `1`.
+        log_dir: TensorBoard log directory, or `None`. Defaults to `None`.
+        per_layer: Also measure each layer's gradient norm. Defaults to `False`.
+        weight_norms: Also measure weight norms and update-to-weight ratios per
+            layer (keeps a copy of the weights during the step). Defaults to `False`.
+        stop_on_nonfinite: Stop training after an update with a non-finite
+            gradient (adds a per-batch check). Defaults to `False`.
+        capacity: Records buffered per epoch for TensorBoard, an int >= 1; older
+            records are dropped with a warning when an epoch has more. Defaults
+            to `4096`.
+
+    Example:
+        >>> model.fit(x, y, callbacks=[GradientNormLogger(update_freq=100, log_dir="logs")])
+    """
+
+    def __init__(self, update_freq: int = 1, log_dir: str | None = None, per_layer: bool = False,
+                 weight_norms: bool = False, stop_on_nonfinite: bool = False,
+                 capacity: int = _DEFAULT_CAPACITY):
+        super().__init__()
+        self.update_freq = v.integer("update_freq", update_freq, low=1)
+        self.log_dir = log_dir
+        self.per_layer = v.boolean("per_layer", per_layer)
+        self.weight_norms = v.boolean("weight_norms", weight_norms)
+        self.stop_on_nonfinite = v.boolean("stop_on_nonfinite", stop_on_nonfinite)
+        self.capacity = v.integer("capacity", capacity, low=1)
+        if stop_on_nonfinite:
+            # Instance attribute: only then does Keras see a batch hook (and
+            # give up its asynchronous dispatch).
+            self.on_train_batch_end = self._check_nonfinite
+        self._state = None
+
+    # -- graph side ---------------------------------------------------------------
+    def _build_state(self, model):
+        variables = list(model.trainable_variables)
+        groups: dict[str, list[int]] = {}
+        for i, var in enumerate(variables):
+            groups.setdefault(var.path.rsplit("/", 1)[0] if "/" in var.path else var.path, []).append(i)
+        columns = ["grad_norm"]
+        core = _core_optimizer(model.optimizer)
+        clipping = core is not None and any(
+            getattr(core, a, None) is not None for a in ("clipnorm", "clipvalue", "global_clipnorm"))
+        if clipping:
+            columns.append("grad_norm_clipped")
+        if self.per_layer:
+            columns += [f"grad_norm/{g}" for g in groups]
+        if self.weight_norms:
+            columns += [f"weight_norm/{g}" for g in groups] + [f"update_ratio/{g}" for g in groups]
+        import tensorflow as tf
+
+        capacity = self.capacity
+        steps_per_epoch = (self.params or {}).get("steps")
+        if steps_per_epoch:  # one epoch of records is all a flush ever needs
+            capacity = min(capacity, -(-steps_per_epoch // self.update_freq) + 1)
+        with model.distribute_strategy.scope():
+            def var(value, dtype="float32", name=None):
+                return tf.Variable(np.asarray(value, dtype), trainable=False, name=name,
+                                   aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+            state = {
+                "sum": var(np.zeros(2, "float32"), name="grad_norm_sum"),  # [norm, clipped]
+                "count": var(0.0, name="grad_norm_count"),
+                "nonfinite": var(0, "int64", name="grad_nonfinite"),
+                "records": var(0, "int64", name="grad_norm_records"),
+                "steps": var(np.zeros(capacity), "int64", name="grad_norm_steps"),
+                "values": var(np.zeros((capacity, len(columns))), name="grad_norm_values"),
+            }
+        state.update(columns=columns, groups=list(groups.values()), group_names=list(groups),
+                     clipping=clipping, flushed=0, capacity=capacity)
+        return state
+
+    def _measure(self, optimizer, grads, trainable_variables, apply):
+        """Runs inside the train step: measures, then applies."""
+        import tensorflow as tf
+
+        s = self._state
+        model_vars = list(self.model.trainable_variables)
+        index = {id(var): i for i, var in enumerate(model_vars)}
+        pairs = [(g, var) for g, var in zip(grads, trainable_variables) if g is not None]
+        dense = [_dense(g) for g, _ in pairs]
+        core = _core_optimizer(optimizer)
+        # Unscale.
+        scale = None
+        lso = _loss_scale_optimizer(optimizer)
+        if lso is not None:
+            scale = lso.dynamic_scale
+        if core is not None and core.loss_scale_factor is not None:
+            scale = core.loss_scale_factor if scale is None else scale * core.loss_scale_factor
+        if scale is not None:
+            dense = [g / tf.cast(scale, g.dtype) for g in dense]
+        # Accumulate.
+        is_update = tf.constant(True)
+        if core is not None and core.gradient_accumulation_steps:
+            k = core.gradient_accumulation_steps
+            acc = [core._accumulated_gradients[core._get_variable_index(var)] for _, var in pairs]
+            dense = [(g + tf.cast(a, g.dtype)) / k for g, a in zip(dense, acc)]
+            is_update = tf.equal((core._iterations + 1) % k, 0)
+        clipped = core._clip_gradients(dense) if s["clipping"] else None
+        dense = _all_reduce(dense)
+        if clipped is not None:
+            clipped = _all_reduce(clipped)
+        sq = [tf.reduce_sum(tf.square(tf.cast(g, "float32"))) for g in dense]
+        norm = tf.sqrt(tf.add_n(sq)) if sq else tf.constant(0.0)
+        row = [norm]
+        if clipped is not None:
+            row.append(tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(tf.cast(g, "float32"))) for g in clipped])))
+        before = None
+        if self.weight_norms:
+            before = [tf.identity(var.value) for var in model_vars]
+        if self.per_layer:
+            by_var = {index[id(var)]: q for (_, var), q in zip(pairs, sq)}
+            for group in s["groups"]:
+                parts = [by_var[i] for i in group if i in by_var]
+                row.append(tf.sqrt(tf.add_n(parts)) if parts else tf.constant(0.0))
+
+        step = tf.cast(self._update_count(), "int64") + 1  # this update's number
+        with tf.control_dependencies([*row, step]):
+            result = apply(grads, trainable_variables)
+        deps = [] if result is None else [result]
+        with tf.control_dependencies(deps):
+            if self.weight_norms:
+                after = [tf.cast(var.value, "float32") for var in model_vars]
+                for group in s["groups"]:
+                    row.append(tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(after[i])) for i in group])))
+                for group in s["groups"]:
+                    delta = tf.add_n([tf.reduce_sum(tf.square(after[i] - tf.cast(before[i], "float32"))) for i in group])
+                    w0 = tf.add_n([tf.reduce_sum(tf.square(tf.cast(before[i], "float32"))) for i in group])
+                    row.append(tf.math.divide_no_nan(tf.sqrt(delta), tf.sqrt(w0)))
+            finite = tf.math.is_finite(norm)
+            counted = tf.logical_and(is_update, finite)
+            first = tf.stack(row[:2]) if len(row) > 1 else tf.stack([row[0], 0.0])
+            s["sum"].assign_add(tf.where(counted, first, tf.zeros_like(first)))
+            s["count"].assign_add(tf.where(counted, 1.0, 0.0))
+            s["nonfinite"].assign_add(tf.cast(tf.logical_and(is_update, tf.logical_not(finite)), "int64"))
+            record = tf.logical_and(is_update, tf.equal(step % self.update_freq, 0))
+
+            # Unconditional assigns (no tf.cond): under a tf.distribute strategy a
+            # write to a mirrored variable may not sit inside control flow.
+            slot = tf.reshape(s["records"] % s["capacity"], [1, 1])
+            steps = tf.tensor_scatter_nd_update(s["steps"], slot, tf.reshape(step, [1]))
+            values = tf.tensor_scatter_nd_update(s["values"], slot, tf.reshape(tf.stack(row), [1, -1]))
+            s["steps"].assign(tf.where(record, steps, s["steps"]))
+            s["values"].assign(tf.where(record, values, s["values"]))
+            s["records"].assign_add(tf.cast(record, "int64"))
+        return result
+
+    def _update_count(self):
+        """Real updates applied before this one (before `iterations` moves)."""
+        optimizer = self.model.optimizer
+        core = _core_optimizer(optimizer)
+        if core is not None and core.gradient_accumulation_steps:
+            return core._iterations // core.gradient_accumulation_steps
+        return optimizer.iterations
+
+    def _logs(self):
+        s = self._state
+        import tensorflow as tf
+
+        count = tf.maximum(s["count"], 1.0)
+        logs = {"grad_norm": s["sum"][0] / count, "grad_nonfinite": tf.identity(s["nonfinite"])}
+        if s["clipping"]:
+            logs["grad_norm_clipped"] = s["sum"][1] / count
+        return logs
+
+    # -- hooks ------------------------------------------------------------------------
+    def on_train_begin(self, logs=None):
+        _train_hooks.check_backend()
+        if keras.backend.backend() != "tensorflow":
+            raise RuntimeError("GradientNormLogger runs on the tensorflow backend.")
+        model = self.model
+        if not model.optimizer.built:
+            # Measuring reads optimizer state (accumulators, loss scale) at trace time.
+            with model.distribute_strategy.scope():
+                model.optimizer.build(model.trainable_variables)
+        self._state = self._build_state(model)
+        self._writer = _summaries.ScalarWriter(_summaries.tensorboard_dirs(self, self.log_dir))
+        optimizer = model.optimizer
+        original = optimizer.apply
+
+        def apply(grads, trainable_variables=None):
+            if trainable_variables is None:
+                return original(grads, trainable_variables)
+            return self._measure(optimizer, list(grads), list(trainable_variables), original)
+
+        self._original_apply = "apply" in optimizer.__dict__, original
+        object.__setattr__(optimizer, "apply", apply)
+        _train_hooks.add_train_logs(model, self, self._logs)
+        self._nonfinite_seen = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._state["sum"].assign(np.zeros(2, "float32"))
+        self._state["count"].assign(0.0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._flush()
+
+    def on_train_end(self, logs=None):
+        self._flush()
+        optimizer = self.model.optimizer
+        had_own, original = self._original_apply
+        object.__delattr__(optimizer, "apply")
+        if had_own:
+            object.__setattr__(optimizer, "apply", original)
+        _train_hooks.remove_train_logs(self.model, self)
+        self._writer.close()
+
+    def _check_nonfinite(self, batch, logs=None):
+        count = int((logs or {}).get("grad_nonfinite", 0))
+        if count > self._nonfinite_seen:
+            self._nonfinite_seen = count
+            self.model.stop_training = True
+            print(
+                f"\nBatch {batch}: non-finite gradient, stopping training (GradientNormLogger).")
+
+    def _flush(self):
+        s = self._state
+        records = int(s["records"].numpy())
+        new = records - s["flushed"]
+        if new <= 0:
+            return
+        capacity = s["capacity"]
+        if new > capacity:
+            warnings.warn(
+                f"GradientNormLogger: {new - capacity} TensorBoard records were dropped "
+                f"this epoch; raise `capacity` (now {self.capacity}) or `update_freq` "
+                f"(now {self.update_freq}).", stacklevel=2)
+            new = capacity
+        slots = np.arange(records - new, records) % capacity
+        steps = s["steps"].numpy()[slots]
+        values = s["values"].numpy()[slots]
+        s["flushed"] = records
+        self._writer.write({name: (steps, values[:, j]) for j, name in enumerate(s["columns"])})
+
+    def __deepcopy__(self, memo):
+        clone = self.__class__.__new__(self.__class__)
+        memo[id(self)] = clone
+        for key, value in self.__dict__.items():
+            if key in ("_model", "params", "_state", "_writer", "_original_apply", "on_train_batch_end"):
+                continue
+            clone.__dict__[key] = copy.deepcopy(value, memo)
+        clone._model, clone.params, clone._state = None, None, None
+        if self.stop_on_nonfinite:
+            clone.on_train_batch_end = clone._check_nonfinite
+        return clone
+
+
+def _loss_scale_optimizer(optimizer):
+    return optimizer if hasattr(optimizer, "inner_optimizer") and hasattr(optimizer, "dynamic_scale") else None
+
+
+def _core_optimizer(optimizer):
+    """The optimizer whose clipping and accumulation apply (None: MultiOptimizer)."""
+    while hasattr(optimizer, "inner_optimizer"):
+        optimizer = optimizer.inner_optimizer
+    return None if hasattr(optimizer, "optimizers") else optimizer
+
+
+def _dense(grad):
+    import tensorflow as tf
+
+    if isinstance(grad, tf.IndexedSlices):
+        unique, position = tf.unique(grad.indices)
+        return tf.math.unsorted_segment_sum(grad.values, position, tf.shape(unique)[0])
+    return tf.convert_to_tensor(grad)
+
+
+def _all_reduce(grads):
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1 or not grads:
+        return grads
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
