@@ -134,6 +134,7 @@ class EarlyStopping(keras.callbacks.Callback):
             `"stopping_threshold"`, `"divergence_threshold"`, `"non_finite"`,
             `"external"` (another callback stopped training) or `"completed"`
             (all epochs ran).
+        direction: `"min"` or `"max"` once resolved (at the first epoch end).
         best_weights: The best epoch's `model.get_weights()` (in memory mode).
 
     Example:
