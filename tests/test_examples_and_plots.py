@@ -54,9 +54,11 @@ def test_plot_schedule_values_and_validation(tmp_path):
         plot_schedule(S.Constant(0.1), 0)
 
 
-def test_lr_overhead_benchmark_smoke(tmp_path):
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_callback_overhead_benchmark_smoke(tmp_path, model):
     out = tmp_path / "bench.json"
-    results = load_script("benchmarks/lr_callback_overhead.py").main(["--smoke", "--out", str(out)])
-    assert set(results) == {"bare fit", "WarmUp + CosineDecay (keras_trainkit)", "Python assign in on_train_batch_begin"}
+    module = load_script("benchmarks/callback_overhead.py")
+    results = module.main(["--smoke", "--model", model, "--out", str(out)])
+    assert set(results) == set(module.CONFIGS.values())
     assert results["bare fit"]["median_ratio"] == 1.0
     assert out.exists()

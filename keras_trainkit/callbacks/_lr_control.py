@@ -68,10 +68,29 @@ class RateController:
         self.scale_history: list[tuple[int, float]] = []
         self.summaries = _summaries.ScalarWriter()
         self._written: int | None = None
+        self._traced_rate = None
 
     # -- what Keras' optimizer calls --------------------------------------
     def __call__(self):
-        return self.rate_at(self.optimizer.iterations)
+        rate = self.rate_at(self.optimizer.iterations)
+        self._traced_rate = rate  # reused by the logs when in the same graph
+        return rate
+
+    def logged_rate(self):
+        """The rate of the update just applied, for the step's logs.
+
+        When the optimizer evaluated the rate in the same traced graph (the
+        common case), that tensor is reused; inside `cond` branches
+        (gradient accumulation, loss scaling) it is recomputed.
+        """
+        rate = getattr(self, "_traced_rate", None)
+        if rate is not None and keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            if getattr(rate, "graph", None) is tf.compat.v1.get_default_graph():
+                return rate
+        last = ops.maximum(ops.cast(self.optimizer.iterations, "int32") - 1, 0)
+        return self.rate_at(last)
 
     def rate_at(self, step):
         step = ops.cast(step, "float32")
@@ -208,7 +227,6 @@ def _rate_logs(model: keras.Model) -> dict[str, Any]:
         controller = optimizer.__dict__.get(_CONTROLLER)
         if controller is None:
             continue
-        last = ops.maximum(ops.cast(optimizer.iterations, "int32") - 1, 0)
         key = "learning_rate" if len(optimizers) == 1 else f"learning_rate_{optimizer.name}"
-        logs[key] = controller.rate_at(last)
+        logs[key] = controller.logged_rate()
     return logs
