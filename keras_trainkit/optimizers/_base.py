@@ -166,6 +166,11 @@ class TrainkitOptimizer(keras.optimizers.Optimizer):
         )
         super().__init__(learning_rate=check_learning_rate(learning_rate), **base, **kwargs)
 
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        # Keras deserializes the learning rate in place; leave the caller's dict alone.
+        return super().from_config(dict(config), custom_objects=custom_objects)
+
     def _apply_weight_decay(self, variables):
         if self._decoupled_weight_decay:
             super()._apply_weight_decay(variables)

@@ -86,6 +86,11 @@ class Lookahead(TrainkitOptimizer):
         name=None,
         **kwargs,
     ):
+        if "learning_rate" in kwargs:
+            raise ValueError(
+                "Argument `learning_rate` is not accepted by Lookahead: set it on the "
+                f"inner optimizer. Received: learning_rate={kwargs['learning_rate']!r}"
+            )
         if isinstance(optimizer, (str, dict)):
             optimizer = keras.optimizers.get(optimizer)
         if not isinstance(optimizer, keras.optimizers.Optimizer):
