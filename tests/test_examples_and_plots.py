@@ -62,3 +62,9 @@ def test_callback_overhead_benchmark_smoke(tmp_path, model):
     assert set(results) == set(module.CONFIGS.values())
     assert results["bare fit"]["median_ratio"] == 1.0
     assert out.exists()
+
+
+def test_tune_digits_example(tmp_path):
+    best = load_script("examples/tune_digits.py").main(["--trials", "3", "--epochs", "1", "--dir", str(tmp_path)])
+    assert best.status == "COMPLETED" and 0.0 < best.score <= 1.0
+    assert "batch_size" in best.hyperparameters.values
