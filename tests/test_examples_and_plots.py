@@ -68,3 +68,20 @@ def test_tune_digits_example(tmp_path):
     best = load_script("examples/tune_digits.py").main(["--trials", "3", "--epochs", "1", "--dir", str(tmp_path)])
     assert best.status == "COMPLETED" and 0.0 < best.score <= 1.0
     assert "batch_size" in best.hyperparameters.values
+
+
+@pytest.mark.parametrize("suite", ["synthetic", "digits"])
+def test_search_efficiency_benchmark_smoke(tmp_path, suite):
+    out = tmp_path / "search.json"
+    args = ["--smoke", "--suite", suite, "--out", str(out)]
+    if suite == "digits":
+        args += ["--tuners", "genetic,random", "--seeds", "1", "--trials", "2"]
+    results = load_script("benchmarks/search_efficiency.py").main(args)
+    assert out.exists()
+    if suite == "synthetic":
+        assert set(results) == {f"{p}/{t}" for p in ("hartmann6", "branin")
+                                for t in ("genetic", "random", "bayesian", "hyperband")}
+        assert all(r["regret_mean"] >= 0 for r in results.values())
+    else:
+        assert set(results) == {"genetic", "random"}
+        assert all(0 <= r["best_mean"] <= 1 for r in results.values())
