@@ -13,7 +13,8 @@ def _copy_of(variable):
     """An initializer returning the current value of `variable`."""
 
     def initializer(shape, dtype=None):
-        return ops.cast(ops.convert_to_tensor(variable), dtype or variable.dtype)
+        # A copy: on JAX, sharing the model variable's buffer breaks donation.
+        return ops.copy(ops.cast(ops.convert_to_tensor(variable), dtype or variable.dtype))
 
     return initializer
 
@@ -155,11 +156,13 @@ class Lookahead(TrainkitOptimizer):
             for variable in trainable_variables:
                 slow = self._slow_weights[self._get_variable_index(variable)]
                 alpha = ops.cast(self.slow_step_size, variable.dtype)
-                new_slow = ops.add(slow, ops.multiply(ops.subtract(variable, slow), alpha))
+                fast_value = ops.convert_to_tensor(variable)
+                slow_value = ops.convert_to_tensor(slow)
+                new_slow = ops.add(slow_value, ops.multiply(ops.subtract(fast_value, slow_value), alpha))
                 if self.sync_period > 1 and keras.backend.backend() == "jax":
                     # No side effects inside lax.cond: select instead.
-                    new_slow = ops.where(sync, new_slow, slow)
-                    self.assign(variable, ops.where(sync, new_slow, variable))
+                    new_slow = ops.where(sync, new_slow, slow_value)
+                    self.assign(variable, ops.where(sync, new_slow, fast_value))
                 else:
                     self.assign(variable, new_slow)
                 self.assign(slow, new_slow)
