@@ -231,21 +231,25 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras, numpy as np
-from keras_trainkit.callbacks import GradientNormLogger
+from keras_trainkit import callbacks as C, schedules as S
 rng = np.random.default_rng(0)
 x = rng.normal(size=(64, 5)).astype("float32"); y = (x @ rng.normal(size=(5, 1))).astype("float32")
-def build():
+def build(lr):
     keras.utils.set_random_seed(0)
     m = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(1)])
-    m.compile(keras.optimizers.SGD(0.05), "mse")
+    m.compile(keras.optimizers.SGD(lr), "mse")
     return m
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 with strategy.scope():
-    model = build()
-logger = GradientNormLogger(log_dir=sys.argv[1])
-h = model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, callbacks=[logger])
+    model = build(0.05)
+    reference = build(S.WarmUp(S.ExponentialDecay(0.05, 4, 0.5), 3))
+# The LR callbacks and the logger together, against Keras driven by the schedule object.
+cbs = [C.WarmUp(3), C.ExponentialDecay(4, 0.5), C.GradientNormLogger(log_dir=sys.argv[1])]
+h = model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, callbacks=cbs)
+reference.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+diff = max(float(np.abs(a - b).max()) for a, b in zip(model.get_weights(), reference.get_weights()))
 print(json.dumps({"replicas": strategy.num_replicas_in_sync, "grad_norm": h.history["grad_norm"],
-                  "weights": [w.tolist() for w in model.get_weights()]}))
+                  "learning_rate": h.history["learning_rate"], "weight_diff": diff}))
 """
 
 
@@ -257,7 +261,11 @@ def test_mirrored_strategy_two_cpus_logs_all_reduced_norm(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["replicas"] == 2
-    _, records = reference_run(keras.optimizers.SGD(0.05), epochs=1)
+    assert result["weight_diff"] < 1e-6
+    assert result["learning_rate"] == [pytest.approx(0.05)]  # update 3 of WarmUp(3): the peak
+    from keras_trainkit import schedules as S
+
+    _, records = reference_run(keras.optimizers.SGD(S.WarmUp(S.ExponentialDecay(0.05, 4, 0.5), 3)), epochs=1)
     expected = [global_norm(g) for g, _, _ in records]
     _, norms = read_scalars(str(tmp_path / "logs" / "train"), "grad_norm")
     np.testing.assert_allclose(norms, expected, rtol=1e-5)

@@ -105,13 +105,13 @@ class RateController:
         if current == 0.0:
             raise ValueError(
                 "Cannot set the learning rate while the keras_trainkit schedule gives 0 at "
-                f"update {int(self.optimizer.iterations)}: a scheduled rate is changed by "
+                f"update {int(ops.convert_to_numpy(self.optimizer.iterations))}: a scheduled rate is changed by "
                 f"rescaling it. Received: learning_rate={value!r}"
             )
         new_scale = float(ops.convert_to_numpy(self.scale)) * value / current
         self.scale.assign(new_scale)
         setattr(self.optimizer, _SCALE, new_scale)
-        self.scale_history.append((int(self.optimizer.iterations), new_scale))
+        self.scale_history.append((int(ops.convert_to_numpy(self.optimizer.iterations)), new_scale))
 
     # -- saving mid-training (ModelCheckpoint) -----------------------------
     def get_config(self):
@@ -154,7 +154,7 @@ class RateController:
     # -- TensorBoard ------------------------------------------------------------
     def start_epoch(self) -> None:
         if self._written is None:
-            self._written = int(self.optimizer.iterations)
+            self._written = int(ops.convert_to_numpy(self.optimizer.iterations))
 
     def write_summaries(self, tag: str) -> None:
         """Writes the rate of every update since the last call, one scalar per step.
@@ -164,7 +164,7 @@ class RateController:
         """
         if not self.summaries.dirs or self._written is None:
             return
-        done = int(self.optimizer.iterations)
+        done = int(ops.convert_to_numpy(self.optimizer.iterations))
         if done <= self._written:
             return
         updates = np.arange(self._written, done)
@@ -190,7 +190,10 @@ def attach(callback: Any, model: keras.Model) -> list[RateController]:
             rate_at_zero(original)  # validates the kind of learning rate
             controller = RateController(optimizer, original)
             scale = getattr(optimizer, _SCALE, 1.0)
-            controller.scale = keras.Variable(scale, dtype="float32", trainable=False, name="learning_rate_scale")
+            with model.distribute_strategy.scope():
+                controller.scale = keras.Variable(scale, dtype="float32", trainable=False,
+                                                  name="learning_rate_scale",
+                                                  aggregation="only_first_replica")
             controller.scale_history = [(0, scale)]
             object.__setattr__(optimizer, _CONTROLLER, controller)
             # Assigned directly: the `learning_rate` setter would untrack the
