@@ -110,8 +110,13 @@ def beta(name: str, value: Any) -> float:
 
 
 def is_indexed_slices(gradient: Any) -> bool:
-    """True for TensorFlow's `IndexedSlices` (sparse rows, e.g. of an Embedding)."""
-    return all(hasattr(gradient, a) for a in ("indices", "values", "dense_shape"))
+    """True for TensorFlow's `IndexedSlices` (sparse rows, e.g. of an Embedding).
+
+    Recognised by name and shape of its parts, so no TensorFlow import is needed.
+    """
+    return type(gradient).__name__ == "IndexedSlices" and all(
+        hasattr(gradient, a) for a in ("indices", "values", "dense_shape")
+    )
 
 
 def dense_gradient(gradient: Any, variable: Any) -> Any:
