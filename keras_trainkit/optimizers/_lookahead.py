@@ -170,7 +170,7 @@ class Lookahead(TrainkitOptimizer):
         if self.sync_period == 1 or keras.backend.backend() == "jax":
             synchronise()
         else:
-            # A real branch: the 2k per-variable ops run once every k steps.
+            # A real branch: the synchronisation ops run only on sync steps.
             ops.cond(sync, synchronise, lambda: None)
 
     def finalize_variable_values(self, var_list):
