@@ -20,11 +20,13 @@ for every tuner.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
 import tempfile
 import time
+import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -54,6 +56,16 @@ def make_oracle(kind, objective, trials, seed, space):
                                                  hyperparameters=space)
     oracle.max_trials = trials  # same trial budget as the others
     return oracle
+
+
+@contextlib.contextmanager
+def _quiet_gp():
+    """BayesianOptimization's Gaussian process warns when L-BFGS stops early."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield
 
 
 def _timed(oracle):
@@ -95,7 +107,8 @@ def synthetic(args):
                     oracle = _timed(make_oracle(kind, keras_tuner.Objective("score", "min"), args.trials, seed, space()))
                     tuner = FunctionTuner(fn, oracle=oracle, directory=d, project_name="p", overwrite=True)
                     tuner.oracle.verbose = 0
-                    tuner.search(verbose=0)
+                    with _quiet_gp():
+                        tuner.search(verbose=0)
                     scores = [t.score for t in tuner.oracle.trials.values() if t.score is not None]
                     regrets.append(min(scores) - optimum)
                     per_trial.append(oracle.seconds / max(1, len(tuner.oracle.trials)))
@@ -134,7 +147,8 @@ def digits(args):
                     oracle.max_epochs = args.epochs
                 tuner = keras_tuner.Tuner(oracle=oracle, hypermodel=hypermodel, directory=d, project_name="p",
                                           overwrite=True)
-                tuner.search(x, y, validation_data=(xv, yv), verbose=0)
+                with _quiet_gp():
+                    tuner.search(x, y, validation_data=(xv, yv), verbose=0)
                 bests.append(max(t.score for t in tuner.oracle.trials.values() if t.score is not None))
         results[kind] = {"tuner": kind, "best_mean": statistics.mean(bests),
                          "best_std": statistics.pstdev(bests), "bests": bests}
