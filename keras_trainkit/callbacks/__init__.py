@@ -1,6 +1,12 @@
 """Callbacks for `model.fit(callbacks=[...])`."""
 
+from keras_trainkit.callbacks._batch_size import BatchSizeScheduler, ScheduledBatches
 from keras_trainkit.callbacks._early_stopping import EarlyStopping
+from keras_trainkit.callbacks._fine_tuning import (
+    DiscriminativeOptimizer,
+    GradualUnfreezing,
+    discriminative_optimizer,
+)
 from keras_trainkit.callbacks._grad_norm import GradientNormLogger
 from keras_trainkit.callbacks._lr_callbacks import (
     CosineDecay,
@@ -13,6 +19,11 @@ from keras_trainkit.callbacks._lr_callbacks import (
 )
 
 __all__ = [
+    "BatchSizeScheduler",
+    "DiscriminativeOptimizer",
+    "GradualUnfreezing",
+    "ScheduledBatches",
+    "discriminative_optimizer",
     "EarlyStopping",
     "CosineDecay",
     "ExponentialDecay",

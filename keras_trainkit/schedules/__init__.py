@@ -7,6 +7,11 @@ numpy arrays (returning numpy) for plotting.
 """
 
 from keras_trainkit.schedules._base import Schedule
+from keras_trainkit.schedules._batch_size import (
+    BatchSizeDecay,
+    BatchSizeIncrease,
+    BatchSizeSchedule,
+)
 from keras_trainkit.schedules._cosine import CosineDecay, CosineDecayRestarts
 from keras_trainkit.schedules._decay import (
     Constant,
@@ -18,6 +23,9 @@ from keras_trainkit.schedules._decay import (
 from keras_trainkit.schedules._warmup import JoinSchedules, WarmUp
 
 __all__ = [
+    "BatchSizeDecay",
+    "BatchSizeIncrease",
+    "BatchSizeSchedule",
     "Constant",
     "CosineDecay",
     "CosineDecayRestarts",
