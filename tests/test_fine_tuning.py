@@ -204,8 +204,6 @@ def test_discriminative_rates_are_geometric_per_group(pretrained):
                                    rtol=1e-5, atol=1e-6, err_msg=w.path)
 
 
-@pytest.mark.xfail(strict=True, reason="keras_trainkit decay callbacks with initial_learning_rate=None "
-                   "cache one base rate per callback (_DecayCallback._base), not per sub-optimizer")
 def test_decay_callbacks_keep_each_group_rate(pretrained):
     (_, _), (x, y) = digits_split()
     model = transfer(pretrained)

@@ -293,8 +293,8 @@ def test_deepcopy_before_and_after_fit():
     assert clone._model is None and clone.decay_steps == 4
     rec = Recorder()
     fit(model_with(keras.optimizers.SGD(0.01)), [clone, rec], epochs=1)
-    # The clone carries the base rate its original resolved (0.05).
-    assert_rates(rec, S.ExponentialDecay(0.05, 4, 0.5))
+    # The clone starts from its new optimizer's own rate.
+    assert_rates(rec, S.ExponentialDecay(0.01, 4, 0.5))
 
 
 BAD_CALLBACKS = [

@@ -125,22 +125,23 @@ class _DecayCallback(LearningRateSchedule):
             setattr(self, key, value)
         # Validate everything now, with a stand-in base rate when it is unknown.
         self.schedule_class(initial_learning_rate=initial_learning_rate or 1.0, **kwargs)
-        self._base: float | None = None
 
     def _build_schedule(self, optimizer, inner=None):
         base = self.initial_learning_rate
         if base is None:
-            if self._base is None:
-                self._base = _lr_control.rate_at_zero(_lr_control.own_rate(optimizer))
-            base = self._base
+            # Each optimizer's own rate at update 0. The callbacks never write
+            # it (assignments during fit() rescale instead), so every fit()
+            # reads the same value: no cache, and each sub-optimizer of a
+            # MultiOptimizer keeps its own base.
+            base = _lr_control.rate_at_zero(_lr_control.own_rate(optimizer))
         return self.schedule_class(initial_learning_rate=base, **self._kwargs)
 
 
 _BASE_DOC = """
     Args:
         initial_learning_rate: Rate at update 0. `None` uses the optimizer's own
-            rate at update 0 (its float, or its schedule's value at step 0),
-            read at the callback's first `fit()`. Defaults to `None`.
+            rate at update 0 (its float, or its schedule's value at step 0);
+            each sub-optimizer of a `MultiOptimizer` keeps its own. Defaults to `None`.
         log_dir: TensorBoard log directory, or `None`. Defaults to `None`.
         verbose: 1 prints the rate at each epoch end. Defaults to `0`.
         **kwargs: The schedule's other arguments (see above).

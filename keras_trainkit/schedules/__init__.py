@@ -1,9 +1,15 @@
-"""Learning-rate schedules: pure functions of the optimizer's update count.
+"""Schedules: pure functions of a training counter.
 
-Every class is a `keras.optimizers.schedules.LearningRateSchedule`, registered
-for serialization under the package name `keras_trainkit`, usable as
+Learning-rate schedules (`Constant`, `StepDecay`, `ExponentialDecay`,
+`PolynomialDecay`, `InverseTimeDecay`, `CosineDecay`, `CosineDecayRestarts`,
+`WarmUp`, `JoinSchedules`) are `keras.optimizers.schedules.LearningRateSchedule`
+subclasses of the optimizer's update count, registered for serialization under
+the package name `keras_trainkit`, usable as
 `keras.optimizers.Adam(learning_rate=schedule)`, and callable on Python ints or
 numpy arrays (returning numpy) for plotting.
+
+Batch-size schedules (`BatchSizeDecay`, `BatchSizeIncrease`) are functions of
+the epoch, used by `keras_trainkit.callbacks.BatchSizeScheduler`.
 """
 
 from keras_trainkit.schedules._base import Schedule
