@@ -386,11 +386,15 @@ def test_keras_reads_a_py_dataset_length_once_per_fit():
 class Rates(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
-        self.steps, self.logged, self.epoch_rates = [], [], []
+        self.steps, self.before, self.logged, self.epoch_rates = [], [], [], []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        # The rate the optimizer is about to use for this update.
+        self.before.append(int(self.model.optimizer.iterations))
+        self.logged.append(float(self.model.optimizer.learning_rate))
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps.append(int(self.model.optimizer.iterations))
-        self.logged.append(float(logs.get("learning_rate", np.nan)))
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch_rates.append(float(self.model.optimizer.learning_rate))
@@ -415,7 +419,7 @@ def test_lr_coupling_in_fit(with_schedule, decay_first):
     assert rates.steps == list(range(1, sum(counts) + 1))
     if with_schedule:
         epoch_of_update = np.repeat(np.arange(4), counts)
-        expected = S.ExponentialDecay(0.01, 10, 0.5)(np.array(rates.steps) - 1) * factors[epoch_of_update]
+        expected = S.ExponentialDecay(0.01, 10, 0.5)(np.array(rates.before)) * factors[epoch_of_update]
         np.testing.assert_allclose(rates.logged, expected, rtol=1e-6)
         # The optimizer's own variable is untouched; the factor stays with the optimizer.
         assert float(model.optimizer.learning_rate) == pytest.approx(0.01)

@@ -303,3 +303,25 @@ def test_tensorboard_server_serves_the_scalars(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_batch_logs_put_running_means_in_every_step():
+    seen = []
+
+    class Spy(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(float(logs["grad_norm"]))
+
+    history = fit(build(keras.optimizers.SGD(0.05)), [GradientNormLogger(batch_logs=True), Spy()], epochs=1)
+    _, records = reference_run(keras.optimizers.SGD(0.05), epochs=1)
+    norms = [global_norm(g) for g, _, _ in records]
+    np.testing.assert_allclose(seen, np.cumsum(norms) / np.arange(1, 5), rtol=1e-5)
+    assert history.history["grad_norm"] == [pytest.approx(np.mean(norms), rel=1e-5)]
+
+    class KeysSpy(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(set(logs))
+
+    seen.clear()
+    fit(build(keras.optimizers.SGD(0.05)), [GradientNormLogger(), KeysSpy()], epochs=1)
+    assert all(keys == {"loss"} for keys in seen)  # by default the step logs stay as Keras makes them

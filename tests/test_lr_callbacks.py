@@ -29,15 +29,16 @@ def model_with(optimizer, seed=0, **compile_kwargs):
 
 
 class Recorder(keras.callbacks.Callback):
-    """Records (update count after the batch, logged rate) at every batch."""
+    """Records, before every batch, the update count and the rate the
+    optimizer is about to use (`optimizer.learning_rate`, Keras' public view)."""
 
     def __init__(self):
         super().__init__()
         self.steps, self.rates = [], []
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_begin(self, batch, logs=None):
         self.steps.append(int(self.model.optimizer.iterations))
-        self.rates.append(float(logs["learning_rate"]))
+        self.rates.append(float(self.model.optimizer.learning_rate))
 
 
 def fit(model, callbacks, epochs=3, **kwargs):
@@ -47,7 +48,7 @@ def fit(model, callbacks, epochs=3, **kwargs):
 
 def assert_rates(recorder, schedule):
     steps = np.array(recorder.steps)
-    np.testing.assert_allclose(recorder.rates, schedule(steps - 1), rtol=1e-6, atol=1e-10)
+    np.testing.assert_allclose(recorder.rates, schedule(steps), rtol=1e-6, atol=1e-10)
 
 
 CALLBACK_CASES = [
@@ -69,7 +70,7 @@ def test_each_callback_steps_per_update_across_epochs(make_cb, expected):
     rec = Recorder()
     model = model_with(keras.optimizers.SGD(0.05))
     history = fit(model, [make_cb(), rec])
-    assert rec.steps == list(range(1, 19))
+    assert rec.steps == list(range(0, 18))
     assert_rates(rec, expected)
     # History gets the epoch's last rate; the optimizer gets its own rate back.
     np.testing.assert_allclose(history.history["learning_rate"], expected(np.array([5, 11, 17])), rtol=1e-6)
@@ -101,7 +102,7 @@ def test_second_fit_continues_instead_of_restarting():
     model = model_with(keras.optimizers.SGD(0.05))
     fit(model, cbs + [rec], epochs=1)
     fit(model, cbs + [rec], epochs=2)
-    assert rec.steps == list(range(1, 19))
+    assert rec.steps == list(range(0, 18))
     assert_rates(rec, S.WarmUp(S.CosineDecay(0.05, 20), 8))
 
 
@@ -139,8 +140,8 @@ def test_reduce_lr_on_plateau_scales_the_schedule():
     model = model_with(keras.optimizers.SGD(0.05))
     fit(model, [C.PolynomialDecay(30, end_learning_rate=0.0, power=1.0), plateau, rec], epochs=4)
     steps = np.array(rec.steps)
-    reductions = np.maximum((steps - 1) // 6 - 1, 0)  # at the end of epochs 2 and 3
-    expected = S.PolynomialDecay(0.05, 30, 0.0)(steps - 1) * 0.5 ** reductions
+    reductions = np.maximum(steps // 6 - 1, 0)  # at the end of epochs 2 and 3
+    expected = S.PolynomialDecay(0.05, 30, 0.0)(steps) * 0.5 ** reductions
     np.testing.assert_allclose(rec.rates, expected, rtol=1e-5)
     # The optimizer's own variable (what a checkpoint stores) is untouched.
     assert float(model.optimizer._learning_rate.numpy()) == pytest.approx(0.05)
@@ -159,8 +160,8 @@ def test_gradient_accumulation_counts_real_updates():
     rec = Recorder()
     model = model_with(keras.optimizers.SGD(0.05, gradient_accumulation_steps=3))
     fit(model, [C.WarmUp(3), C.StepDecay(step_size=2, gamma=0.5), rec], epochs=2)
-    assert rec.steps == [0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4]
-    assert_rates(rec, lambda s: sched(np.maximum(s, 0)))
+    assert rec.steps == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert_rates(rec, sched)
     # Keras evaluates a compiled schedule at the raw batch count under gradient
     # accumulation; the reference keys it on real updates explicitly.
     reference = model_with(keras.optimizers.SGD(_PerRealUpdate(sched, 3), gradient_accumulation_steps=3))
@@ -207,7 +208,7 @@ def test_resume_with_backup_and_restore_continues(tmp_path):
     rec = Recorder()
     resumed = model_with(keras.optimizers.Adam(0.05), seed=123)
     fit(resumed, [keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))] + callbacks() + [rec], epochs=4)
-    assert rec.steps == list(range(13, 25))  # resumed at the start of epoch 3
+    assert rec.steps == list(range(12, 24))  # resumed at the start of epoch 3
     assert_rates(rec, sched)
     # TensorBoard: epochs 1-2 from the first process, 3-4 from the resumed one,
     # each update exactly once.

@@ -32,10 +32,12 @@ class GradientNormLogger(keras.callbacks.Callback):
       `weight_norm/<layer>` (after the update) and `update_ratio/<layer>`
       (`||w_after - w_before|| / ||w_before||`).
 
-    Logs (History, progress bar): `grad_norm` (and `grad_norm_clipped`) is the
-    mean over the epoch's finite updates so far, like Keras' loss;
+    Epoch logs (History, the progress bar's epoch line): `grad_norm` (and
+    `grad_norm_clipped`) is the mean over the epoch's finite updates;
     `grad_nonfinite` counts updates whose gradient had a NaN or inf since the
-    start of `fit()`. TensorBoard: with `log_dir`, or a
+    start of `fit()`. With `batch_logs=True` the running values also go into
+    every step's logs (a live progress bar), at the cost of a host
+    conversion per value and step. TensorBoard: with `log_dir`, or a
     `keras.callbacks.TensorBoard` in the same `fit()`, every `update_freq`-th
     update's values are scalars in the `train` run at step `n` = the n-th
     update (no reset on a second `fit()` or a resume). They are recorded into a
@@ -50,6 +52,8 @@ class GradientNormLogger(keras.callbacks.Callback):
             layer (keeps a copy of the weights during the step). Defaults to `False`.
         stop_on_nonfinite: Stop training after an update with a non-finite
             gradient (adds a per-batch check). Defaults to `False`.
+        batch_logs: Also put the running values into every step's logs.
+            Defaults to `False`.
         capacity: Records buffered per epoch for TensorBoard, an int >= 1; older
             records are dropped with a warning when an epoch has more. Defaults
             to `4096`.
@@ -60,13 +64,14 @@ class GradientNormLogger(keras.callbacks.Callback):
 
     def __init__(self, update_freq: int = 1, log_dir: str | None = None, per_layer: bool = False,
                  weight_norms: bool = False, stop_on_nonfinite: bool = False,
-                 capacity: int = _DEFAULT_CAPACITY):
+                 batch_logs: bool = False, capacity: int = _DEFAULT_CAPACITY):
         super().__init__()
         self.update_freq = v.integer("update_freq", update_freq, low=1)
         self.log_dir = log_dir
         self.per_layer = v.boolean("per_layer", per_layer)
         self.weight_norms = v.boolean("weight_norms", weight_norms)
         self.stop_on_nonfinite = v.boolean("stop_on_nonfinite", stop_on_nonfinite)
+        self.batch_logs = v.boolean("batch_logs", batch_logs)
         self.capacity = v.integer("capacity", capacity, low=1)
         if stop_on_nonfinite:
             # Instance attribute: only then does Keras see a batch hook (and
@@ -102,9 +107,8 @@ class GradientNormLogger(keras.callbacks.Callback):
                                    aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
             state = {
-                "sum": var(np.zeros(2, "float32"), name="grad_norm_sum"),  # [norm, clipped]
-                "count": var(0.0, name="grad_norm_count"),
-                "nonfinite": var(0, "int64", name="grad_nonfinite"),
+                # [sum of norms, sum of clipped norms, finite updates, non-finite updates]
+                "acc": var(np.zeros(4), name="grad_norm_accumulators"),
                 "records": var(0, "int64", name="grad_norm_records"),
                 "steps": var(np.zeros(capacity), "int64", name="grad_norm_steps"),
                 "values": var(np.zeros((capacity, len(columns))), name="grad_norm_values"),
@@ -172,10 +176,10 @@ class GradientNormLogger(keras.callbacks.Callback):
                     row.append(tf.math.divide_no_nan(tf.sqrt(delta), tf.sqrt(w0)))
             finite = tf.math.is_finite(norm)
             counted = tf.logical_and(is_update, finite)
-            first = tf.stack(row[:2]) if len(row) > 1 else tf.stack([row[0], 0.0])
-            s["sum"].assign_add(tf.where(counted, first, tf.zeros_like(first)))
-            s["count"].assign_add(tf.where(counted, 1.0, 0.0))
-            s["nonfinite"].assign_add(tf.cast(tf.logical_and(is_update, tf.logical_not(finite)), "int64"))
+            clipped_norm = row[1] if s["clipping"] else tf.constant(0.0)
+            s["acc"].assign_add(tf.where(
+                counted, tf.stack([norm, clipped_norm, 1.0, 0.0]),
+                tf.stack([0.0, 0.0, 0.0, tf.cast(tf.logical_and(is_update, tf.logical_not(finite)), "float32")])))
             record = tf.logical_and(is_update, tf.equal(step % self.update_freq, 0))
 
             # Unconditional assigns (no tf.cond): under a tf.distribute strategy a
@@ -197,13 +201,22 @@ class GradientNormLogger(keras.callbacks.Callback):
         return optimizer.iterations
 
     def _logs(self):
-        s = self._state
+        """Per-step logs (only with `batch_logs=True`): tensors, in the graph."""
         import tensorflow as tf
 
-        count = tf.maximum(s["count"], 1.0)
-        logs = {"grad_norm": s["sum"][0] / count, "grad_nonfinite": tf.identity(s["nonfinite"])}
-        if s["clipping"]:
-            logs["grad_norm_clipped"] = s["sum"][1] / count
+        acc = self._state["acc"]
+        count = tf.maximum(acc[2], 1.0)
+        logs = {"grad_norm": acc[0] / count, "grad_nonfinite": acc[3]}
+        if self._state["clipping"]:
+            logs["grad_norm_clipped"] = acc[1] / count
+        return logs
+
+    def _epoch_logs(self):
+        acc = self._state["acc"].numpy()
+        count = max(float(acc[2]), 1.0)
+        logs = {"grad_norm": float(acc[0]) / count, "grad_nonfinite": int(acc[3])}
+        if self._state["clipping"]:
+            logs["grad_norm_clipped"] = float(acc[1]) / count
         return logs
 
     # -- hooks ------------------------------------------------------------------------
@@ -228,14 +241,21 @@ class GradientNormLogger(keras.callbacks.Callback):
 
         self._original_apply = "apply" in optimizer.__dict__, original
         object.__setattr__(optimizer, "apply", apply)
-        _train_hooks.add_train_logs(model, self, self._logs)
+        if self.batch_logs:
+            _train_hooks.add_train_logs(model, self, self._logs)
+        else:
+            model.make_train_function(force=True)  # pick up the wrapped `apply`
         self._nonfinite_seen = 0
+        self._epoch_nonfinite = 0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._state["sum"].assign(np.zeros(2, "float32"))
-        self._state["count"].assign(0.0)
+        # The means restart each epoch; the non-finite count runs over the fit().
+        acc = self._state["acc"].numpy()
+        self._state["acc"].assign(np.array([0.0, 0.0, 0.0, acc[3]], "float32"))
 
     def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update(self._epoch_logs())
         self._flush()
 
     def on_train_end(self, logs=None):
@@ -245,11 +265,14 @@ class GradientNormLogger(keras.callbacks.Callback):
         object.__delattr__(optimizer, "apply")
         if had_own:
             object.__setattr__(optimizer, "apply", original)
-        _train_hooks.remove_train_logs(self.model, self)
+        if self.batch_logs:
+            _train_hooks.remove_train_logs(self.model, self)
+        else:
+            self.model.make_train_function(force=True)
         self._writer.close()
 
     def _check_nonfinite(self, batch, logs=None):
-        count = int((logs or {}).get("grad_nonfinite", 0))
+        count = int(self._state["acc"][3].numpy())
         if count > self._nonfinite_seen:
             self._nonfinite_seen = count
             self.model.stop_training = True

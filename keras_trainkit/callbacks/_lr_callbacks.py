@@ -40,13 +40,14 @@ class LearningRateSchedule(keras.callbacks.Callback):
     `keras.callbacks.ReduceLROnPlateau` (whose reductions then scale the
     scheduled rate).
 
-    Logs: `learning_rate` (the rate used by the last update) goes into the
-    step and epoch logs, hence History and the progress bar. When `log_dir` is
-    given, or a `keras.callbacks.TensorBoard` is in the same `fit()`, the rate
-    of every update is written as the scalar `learning_rate` into the `train`
-    run, at step `n` = the n-th update (so the step does not reset on a second
-    `fit()` or a resume). These are written at each epoch end, from the
-    schedule: no per-step cost.
+    Logs: `learning_rate` (the rate used by the epoch's last update) goes into
+    the epoch logs, hence History and the progress bar's epoch line (a
+    per-step log entry would cost a host conversion every step). When
+    `log_dir` is given, or a `keras.callbacks.TensorBoard` is in the same
+    `fit()`, the rate of every update is written as the scalar
+    `learning_rate` into the `train` run, at step `n` = the n-th update (so
+    the step does not reset on a second `fit()` or a resume). These are
+    computed from the schedule at each epoch end: no per-step cost.
 
     Args:
         schedule: A float or any `keras.optimizers.schedules.LearningRateSchedule`
@@ -89,6 +90,8 @@ class LearningRateSchedule(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         for controller in self._controllers:
             controller.write_summaries("learning_rate")
+        if logs is not None:
+            logs.update(_lr_control.rate_logs(self.model))
         if self.verbose:
             rates = ", ".join(f"{float(ops.convert_to_numpy(c())):.6g}" for c in self._controllers)
             print(f"\nEpoch {epoch + 1}: learning rate for the next update: {rates}")

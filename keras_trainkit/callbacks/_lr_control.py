@@ -68,29 +68,15 @@ class RateController:
         self.scale_history: list[tuple[int, float]] = []
         self.summaries = _summaries.ScalarWriter()
         self._written: int | None = None
-        self._traced_rate = None
 
     # -- what Keras' optimizer calls --------------------------------------
     def __call__(self):
-        rate = self.rate_at(self.optimizer.iterations)
-        self._traced_rate = rate  # reused by the logs when in the same graph
-        return rate
+        return self.rate_at(self.optimizer.iterations)
 
-    def logged_rate(self):
-        """The rate of the update just applied, for the step's logs.
-
-        When the optimizer evaluated the rate in the same traced graph (the
-        common case), that tensor is reused; inside `cond` branches
-        (gradient accumulation, loss scaling) it is recomputed.
-        """
-        rate = getattr(self, "_traced_rate", None)
-        if rate is not None and keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            if getattr(rate, "graph", None) is tf.compat.v1.get_default_graph():
-                return rate
-        last = ops.maximum(ops.cast(self.optimizer.iterations, "int32") - 1, 0)
-        return self.rate_at(last)
+    def last_rate(self) -> float:
+        """The rate used by the last update applied (eager, for epoch logs)."""
+        done = int(ops.convert_to_numpy(self.optimizer.iterations))
+        return float(ops.convert_to_numpy(self.rate_at(max(done - 1, 0))))
 
     def rate_at(self, step):
         step = ops.cast(step, "float32")
@@ -182,7 +168,7 @@ class RateController:
 def attach(callback: Any, model: keras.Model) -> list[RateController]:
     """Registers `callback` with the controller of each of the model's optimizers."""
     _train_hooks.check_backend()
-    controllers = []
+    controllers, installed = [], False
     for optimizer in _train_hooks.target_optimizers(model):
         controller = optimizer.__dict__.get(_CONTROLLER)
         if controller is None:
@@ -199,10 +185,14 @@ def attach(callback: Any, model: keras.Model) -> list[RateController]:
             # Assigned directly: the `learning_rate` setter would untrack the
             # optimizer's variable and change what checkpoints contain.
             object.__setattr__(optimizer, "_learning_rate", controller)
+            installed = True
         controller.callbacks.append(callback)
         controller.compose()
         controllers.append(controller)
-    _train_hooks.add_train_logs(model, _CONTROLLER, lambda: _rate_logs(model))
+    if installed:
+        # fit() made its train function before on_train_begin, possibly
+        # reusing one traced with the previous learning rate: rebuild it.
+        model.make_train_function(force=True)
     return controllers
 
 
@@ -218,18 +208,18 @@ def detach(callback: Any, model: keras.Model) -> None:
         controller.close()
         object.__setattr__(optimizer, "_learning_rate", controller.original)
         object.__delattr__(optimizer, _CONTROLLER)
-    if not any(_CONTROLLER in o.__dict__ for o in _train_hooks.target_optimizers(model)):
-        _train_hooks.remove_train_logs(model, _CONTROLLER)
+        # Drop the train function traced with the controller.
+        model.make_train_function(force=True)
 
 
-def _rate_logs(model: keras.Model) -> dict[str, Any]:
-    """`learning_rate`: the rate used by the update the step just applied."""
+def rate_logs(model: keras.Model) -> dict[str, float]:
+    """`learning_rate` (`learning_rate_<name>` per optimizer of a
+    MultiOptimizer): the rate used by the last update, for the epoch logs."""
     optimizers = _train_hooks.target_optimizers(model)
     logs = {}
     for optimizer in optimizers:
         controller = optimizer.__dict__.get(_CONTROLLER)
-        if controller is None:
-            continue
-        key = "learning_rate" if len(optimizers) == 1 else f"learning_rate_{optimizer.name}"
-        logs[key] = controller.logged_rate()
+        if controller is not None:
+            key = "learning_rate" if len(optimizers) == 1 else f"learning_rate_{optimizer.name}"
+            logs[key] = controller.last_rate()
     return logs
