@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,7 +25,12 @@ def tensorboard_dirs(callback: Any, log_dir: str | None) -> list[str]:
 
 
 class ScalarWriter:
-    """Writes many (step, value) scalars at once into one or more run dirs."""
+    """Writes many (step, value) scalars at once into one or more run dirs.
+
+    Events are built with tensorboard's own protos and event-file writer (the
+    same records `tf.summary.scalar` writes, read by TensorBoard's scalars
+    plugin), without one TensorFlow op per value: a few microseconds each.
+    """
 
     def __init__(self, dirs: Iterable[str] = ()):
         self.dirs = list(dirs)
@@ -39,16 +45,26 @@ class ScalarWriter:
         """`scalars` maps a tag to `(steps, values)`."""
         if not self.dirs or not scalars:
             return
-        import tensorflow as tf
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+        from tensorboard.plugins.scalar import metadata
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        from tensorboard.util import tensor_util
 
+        now = time.time()
+        events = []
+        for tag, (steps, values) in scalars.items():
+            meta = metadata.create_summary_metadata(display_name=tag, description="")
+            for step, value in zip(steps, values):
+                tensor = tensor_util.make_tensor_proto(np.float32(value))
+                summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, tensor=tensor, metadata=meta)])
+                events.append(event_pb2.Event(wall_time=now, step=int(step), summary=summary))
         for d in self.dirs:
             writer = self._writers.get(d)
             if writer is None:
-                writer = self._writers[d] = tf.summary.create_file_writer(d)
-            with writer.as_default():
-                for tag, (steps, values) in scalars.items():
-                    for step, value in zip(steps, values):
-                        tf.summary.scalar(tag, float(value), step=int(step))
+                os.makedirs(d, exist_ok=True)
+                writer = self._writers[d] = EventFileWriter(d)
+            for event in events:
+                writer.add_event(event)
             writer.flush()
 
     def close(self) -> None:
