@@ -325,3 +325,28 @@ def test_batch_logs_put_running_means_in_every_step():
     seen.clear()
     fit(build(keras.optimizers.SGD(0.05)), [GradientNormLogger(), KeysSpy()], epochs=1)
     assert all(keys == {"loss"} for keys in seen)  # by default the step logs stay as Keras makes them
+
+
+@pytest.mark.parametrize("kind", ["multi", "trainkit"])
+def test_multi_optimizer_and_trainkit_optimizers(tmp_path, kind):
+    from keras_trainkit import optimizers as tko
+
+    x, y = data()
+    model = build(keras.optimizers.SGD(0.05))  # replaced below
+    if kind == "multi":
+        hidden, head = keras.optimizers.SGD(0.05), keras.optimizers.Adam(0.01)
+        optimizer = keras.optimizers.MultiOptimizer(
+            lambda variable: hidden if "hidden" in variable.path else head)
+    else:
+        optimizer = tko.RAdam(0.01)
+    model.compile(optimizer, "mse")
+    history = fit(model, [GradientNormLogger(log_dir=str(tmp_path))], epochs=1)
+    steps, norms = read_scalars(str(tmp_path / "train"), "grad_norm")
+    assert list(steps) == [1, 2, 3, 4]
+    # Independent reference: the first update's gradient on the same weights.
+    fresh = build(keras.optimizers.SGD(0.05))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(keras.losses.mean_squared_error(y[:BATCH], fresh(x[:BATCH])))
+    grads = [g.numpy() for g in tape.gradient(loss, fresh.trainable_variables)]
+    assert norms[0] == pytest.approx(global_norm(grads), rel=1e-5)
+    assert np.isfinite(history.history["grad_norm"]).all()

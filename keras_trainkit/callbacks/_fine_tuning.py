@@ -428,6 +428,10 @@ class GradualUnfreezing(keras.callbacks.Callback):
         self.every = every
         self.unfreeze_at = list(unfreeze_at)
         self.unit = v.one_of("unit", unit, ("epoch", "step"))
+        if self.unit == "step":
+            # Instance attribute: only step-based unfreezing has a batch hook, so
+            # Keras keeps its asynchronous batch dispatch otherwise.
+            self.on_train_batch_end = self._check_step
         self.verbose = v.integer("verbose", verbose, low=0)
         self.unfrozen_at: dict[int, int] = {}
         self._layers: list[list[keras.layers.Layer]] | None = None
@@ -454,8 +458,8 @@ class GradualUnfreezing(keras.callbacks.Callback):
         if self.unit == "epoch":
             self._advance(epoch)
 
-    def on_train_batch_end(self, batch, logs=None):
-        if self.unit == "step" and any(self._frozen):
+    def _check_step(self, batch, logs=None):
+        if any(self._frozen):
             self._advance(int(self.model.optimizer.iterations))
 
     def on_train_end(self, logs=None):

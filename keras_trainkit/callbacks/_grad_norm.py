@@ -182,14 +182,29 @@ class GradientNormLogger(keras.callbacks.Callback):
                 tf.stack([0.0, 0.0, 0.0, tf.cast(tf.logical_and(is_update, tf.logical_not(finite)), "float32")])))
             record = tf.logical_and(is_update, tf.equal(step % self.update_freq, 0))
 
-            # Unconditional assigns (no tf.cond): under a tf.distribute strategy a
-            # write to a mirrored variable may not sit inside control flow.
-            slot = tf.reshape(s["records"] % s["capacity"], [1, 1])
-            steps = tf.tensor_scatter_nd_update(s["steps"], slot, tf.reshape(step, [1]))
-            values = tf.tensor_scatter_nd_update(s["values"], slot, tf.reshape(tf.stack(row), [1, -1]))
-            s["steps"].assign(tf.where(record, steps, s["steps"]))
-            s["values"].assign(tf.where(record, values, s["values"]))
-            s["records"].assign_add(tf.cast(record, "int64"))
+            def write():
+                slot = tf.reshape(s["records"] % s["capacity"], [1, 1])
+                steps = tf.tensor_scatter_nd_update(s["steps"], slot, tf.reshape(step, [1]))
+                values = tf.tensor_scatter_nd_update(s["values"], slot, tf.reshape(tf.stack(row), [1, -1]))
+                return steps, values
+
+            context = tf.distribute.get_replica_context()
+            if context is not None and context.num_replicas_in_sync > 1:
+                # Under a strategy a write to a mirrored variable may not sit
+                # inside control flow: write unconditionally, selecting the values.
+                steps, values = write()
+                s["steps"].assign(tf.where(record, steps, s["steps"]))
+                s["values"].assign(tf.where(record, values, s["values"]))
+                s["records"].assign_add(tf.cast(record, "int64"))
+            else:
+                def record_now():
+                    steps, values = write()
+                    s["steps"].assign(steps)
+                    s["values"].assign(values)
+                    s["records"].assign_add(1)
+                    return tf.constant(True)
+
+                tf.cond(record, record_now, lambda: tf.constant(False))
         return result
 
     def _update_count(self):
