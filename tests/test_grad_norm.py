@@ -189,7 +189,7 @@ def test_sparse_embedding_gradients_with_repeated_ids(tmp_path):
     np.testing.assert_allclose(norms, [global_norm(grads)], rtol=1e-5)
 
 
-def test_nonfinite_gradients_counted_and_optionally_stop():
+def test_nonfinite_gradients_counted_and_optionally_stop(tmp_path):
     x, y = data()
     x = x.copy()
     x[20, 0] = np.inf  # batch 2 of each epoch
@@ -197,11 +197,24 @@ def test_nonfinite_gradients_counted_and_optionally_stop():
     def lso():
         return keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.01))
 
-    history = fit(build(lso()), [GradientNormLogger()], x=x, y=y)
+    history = fit(build(lso()), [GradientNormLogger(log_dir=str(tmp_path))], x=x, y=y)
     assert history.history["grad_nonfinite"] == [1, 2]
     assert np.isfinite(history.history["grad_norm"]).all()
+    # The skipped updates are counted, not recorded: TensorBoard has one
+    # finite point per applied update, numbered by applied updates.
+    steps, norms = read_scalars(str(tmp_path / "train"), "grad_norm")
+    assert list(steps) == [1, 2, 3, 4, 5, 6] and np.isfinite(norms).all()
     history = fit(build(lso()), [GradientNormLogger(stop_on_nonfinite=True)], x=x, y=y, epochs=3)
     assert len(history.history["grad_nonfinite"]) == 1  # stopped inside epoch 1
+
+
+def test_full_buffer_keeps_the_latest_records_and_warns(tmp_path):
+    with pytest.warns(UserWarning, match=r"2 TensorBoard records were dropped.*`capacity` \(now 2\)"):
+        fit(build(keras.optimizers.SGD(0.05)), [GradientNormLogger(log_dir=str(tmp_path), capacity=2)])
+    _, records = reference_run(keras.optimizers.SGD(0.05))
+    steps, norms = read_scalars(str(tmp_path / "train"), "grad_norm")
+    assert list(steps) == [3, 4, 7, 8]
+    np.testing.assert_allclose(norms, [global_norm(records[s - 1][0]) for s in steps], rtol=1e-5)
 
 
 def test_keras_tensorboard_in_the_list_shares_the_run(tmp_path):

@@ -17,6 +17,7 @@ from keras_trainkit.callbacks._lr_callbacks import (
     StepDecay,
     WarmUp,
 )
+from keras_trainkit.callbacks._tensorboard import TensorBoard
 
 __all__ = [
     "BatchSizeScheduler",
@@ -32,5 +33,6 @@ __all__ = [
     "LearningRateSchedule",
     "PolynomialDecay",
     "StepDecay",
+    "TensorBoard",
     "WarmUp",
 ]

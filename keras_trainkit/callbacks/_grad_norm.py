@@ -106,19 +106,27 @@ class GradientNormLogger(keras.callbacks.Callback):
                 return tf.Variable(np.asarray(value, dtype), trainable=False, name=name,
                                    aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
+            # Record slots: update n (n % update_freq == 0) goes to slot
+            # (n // update_freq) % capacity; every other update writes the
+            # spare last slot, so recording needs no control flow. The last
+            # `capacity` record steps have distinct slots, so a slot's step
+            # is known on the host without storing it.
             state = {
                 # [sum of norms, sum of clipped norms, finite updates, non-finite updates]
                 "acc": var(np.zeros(4), name="grad_norm_accumulators"),
-                "records": var(0, "int64", name="grad_norm_records"),
-                "steps": var(np.zeros(capacity), "int64", name="grad_norm_steps"),
-                "values": var(np.zeros((capacity, len(columns))), name="grad_norm_values"),
+                "values": var(np.zeros((capacity + 1, len(columns))), name="grad_norm_values"),
             }
         state.update(columns=columns, groups=list(groups.values()), group_names=list(groups),
                      clipping=clipping, flushed=0, capacity=capacity)
         return state
 
     def _measure(self, optimizer, grads, trainable_variables, apply):
-        """Runs inside the train step: measures, then applies."""
+        """Runs inside the train step: measures, then applies.
+
+        Kept to few graph ops (a handful per variable plus about ten), since
+        it runs every step: one fused `l2_loss` per gradient, one accumulator
+        update and one scatter into the record buffer.
+        """
         import tensorflow as tf
 
         s = self._state
@@ -137,7 +145,7 @@ class GradientNormLogger(keras.callbacks.Callback):
         if scale is not None:
             dense = [g / tf.cast(scale, g.dtype) for g in dense]
         # Accumulate.
-        is_update = tf.constant(True)
+        is_update = None  # every call applies an update
         if core is not None and core.gradient_accumulation_steps:
             k = core.gradient_accumulation_steps
             acc = [core._accumulated_gradients[core._get_variable_index(var)] for _, var in pairs]
@@ -147,64 +155,48 @@ class GradientNormLogger(keras.callbacks.Callback):
         dense = _all_reduce(dense)
         if clipped is not None:
             clipped = _all_reduce(clipped)
-        sq = [tf.reduce_sum(tf.square(tf.cast(g, "float32"))) for g in dense]
-        norm = tf.sqrt(tf.add_n(sq)) if sq else tf.constant(0.0)
+        half_sq = [_half_square_norm(g) for g in dense]  # ||g||^2 / 2, one op each
+        norm = _norm_from_halves(half_sq)
         row = [norm]
         if clipped is not None:
-            row.append(tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(tf.cast(g, "float32"))) for g in clipped])))
-        before = None
-        if self.weight_norms:
-            before = [tf.identity(var.value) for var in model_vars]
+            row.append(_norm_from_halves([_half_square_norm(g) for g in clipped]))
         if self.per_layer:
-            by_var = {index[id(var)]: q for (_, var), q in zip(pairs, sq)}
+            by_var = {index[id(var)]: q for (_, var), q in zip(pairs, half_sq)}
             for group in s["groups"]:
-                parts = [by_var[i] for i in group if i in by_var]
-                row.append(tf.sqrt(tf.add_n(parts)) if parts else tf.constant(0.0))
+                row.append(_norm_from_halves([by_var[i] for i in group if i in by_var]))
 
         step = tf.cast(self._update_count(), "int64") + 1  # this update's number
-        with tf.control_dependencies([*row, step]):
-            result = apply(grads, trainable_variables)
-        deps = [] if result is None else [result]
-        with tf.control_dependencies(deps):
-            if self.weight_norms:
+        if self.weight_norms:
+            before = [tf.identity(var.value) for var in model_vars]
+            with tf.control_dependencies([*before, step]):
+                result = apply(grads, trainable_variables)
+            with tf.control_dependencies([] if result is None else [result]):
                 after = [tf.cast(var.value, "float32") for var in model_vars]
+                before = [tf.cast(b, "float32") for b in before]
                 for group in s["groups"]:
-                    row.append(tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(after[i])) for i in group])))
+                    row.append(_norm_from_halves([tf.nn.l2_loss(after[i]) for i in group]))
                 for group in s["groups"]:
-                    delta = tf.add_n([tf.reduce_sum(tf.square(after[i] - tf.cast(before[i], "float32"))) for i in group])
-                    w0 = tf.add_n([tf.reduce_sum(tf.square(tf.cast(before[i], "float32"))) for i in group])
-                    row.append(tf.math.divide_no_nan(tf.sqrt(delta), tf.sqrt(w0)))
-            finite = tf.math.is_finite(norm)
-            counted = tf.logical_and(is_update, finite)
-            clipped_norm = row[1] if s["clipping"] else tf.constant(0.0)
-            s["acc"].assign_add(tf.where(
-                counted, tf.stack([norm, clipped_norm, 1.0, 0.0]),
-                tf.stack([0.0, 0.0, 0.0, tf.cast(tf.logical_and(is_update, tf.logical_not(finite)), "float32")])))
-            record = tf.logical_and(is_update, tf.equal(step % self.update_freq, 0))
+                    delta = _norm_from_halves([tf.nn.l2_loss(after[i] - before[i]) for i in group])
+                    row.append(tf.math.divide_no_nan(delta, _norm_from_halves([tf.nn.l2_loss(before[i]) for i in group])))
+        else:
+            # Automatic control dependencies order the read of the update
+            # count before `apply` increments it; the norms need no ordering.
+            result = apply(grads, trainable_variables)
 
-            def write():
-                slot = tf.reshape(s["records"] % s["capacity"], [1, 1])
-                steps = tf.tensor_scatter_nd_update(s["steps"], slot, tf.reshape(step, [1]))
-                values = tf.tensor_scatter_nd_update(s["values"], slot, tf.reshape(tf.stack(row), [1, -1]))
-                return steps, values
-
-            context = tf.distribute.get_replica_context()
-            if context is not None and context.num_replicas_in_sync > 1:
-                # Under a strategy a write to a mirrored variable may not sit
-                # inside control flow: write unconditionally, selecting the values.
-                steps, values = write()
-                s["steps"].assign(tf.where(record, steps, s["steps"]))
-                s["values"].assign(tf.where(record, values, s["values"]))
-                s["records"].assign_add(tf.cast(record, "int64"))
-            else:
-                def record_now():
-                    steps, values = write()
-                    s["steps"].assign(steps)
-                    s["values"].assign(values)
-                    s["records"].assign_add(1)
-                    return tf.constant(True)
-
-                tf.cond(record, record_now, lambda: tf.constant(False))
+        finite = tf.math.is_finite(norm)
+        clipped_norm = row[1] if s["clipping"] else 0.0
+        counted = finite if is_update is None else tf.logical_and(is_update, finite)
+        nonfinite = 1.0 if is_update is None else tf.cast(is_update, "float32")
+        s["acc"].assign_add(tf.where(counted, tf.stack([norm, clipped_norm, 1.0, 0.0]),
+                                     tf.stack([0.0, 0.0, 0.0, nonfinite])))
+        capacity, freq = s["capacity"], self.update_freq
+        slot = (step // freq) % capacity if freq > 1 else step % capacity
+        if freq > 1 or is_update is not None:
+            record = tf.equal(step % freq, 0) if freq > 1 else is_update
+            if freq > 1 and is_update is not None:
+                record = tf.logical_and(record, is_update)
+            slot = tf.where(record, slot, tf.constant(capacity, "int64"))
+        s["values"].scatter_update(tf.IndexedSlices(tf.stack(row)[None], tf.reshape(slot, [1])))
         return result
 
     def _update_count(self):
@@ -260,8 +252,8 @@ class GradientNormLogger(keras.callbacks.Callback):
             _train_hooks.add_train_logs(model, self, self._logs)
         else:
             model.make_train_function(force=True)  # pick up the wrapped `apply`
+        self._state["flushed"] = int(self._update_count().numpy())  # updates before this fit()
         self._nonfinite_seen = 0
-        self._epoch_nonfinite = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         # The means restart each epoch; the non-finite count runs over the fit().
@@ -296,21 +288,21 @@ class GradientNormLogger(keras.callbacks.Callback):
 
     def _flush(self):
         s = self._state
-        records = int(s["records"].numpy())
-        new = records - s["flushed"]
-        if new <= 0:
+        done = int(self._update_count().numpy())  # updates applied so far
+        last, freq, capacity = s["flushed"], self.update_freq, s["capacity"]
+        due = done // freq - last // freq  # record steps in (last, done]
+        if due <= 0:
             return
-        capacity = s["capacity"]
-        if new > capacity:
+        first = max(last // freq + 1, done // freq - capacity + 1)  # kept: the latest `capacity`
+        steps = np.arange(first, done // freq + 1, dtype=np.int64) * freq
+        slots = (steps // freq) % capacity
+        if due > len(steps):
             warnings.warn(
-                f"GradientNormLogger: {new - capacity} TensorBoard records were dropped "
+                f"GradientNormLogger: {due - len(steps)} TensorBoard records were dropped "
                 f"this epoch; raise `capacity` (now {self.capacity}) or `update_freq` "
                 f"(now {self.update_freq}).", stacklevel=2)
-            new = capacity
-        slots = np.arange(records - new, records) % capacity
-        steps = s["steps"].numpy()[slots]
+        s["flushed"] = done
         values = s["values"].numpy()[slots]
-        s["flushed"] = records
         self._writer.write({name: (steps, values[:, j]) for j, name in enumerate(s["columns"])})
 
     def __deepcopy__(self, memo):
@@ -353,3 +345,19 @@ def _all_reduce(grads):
     if context is None or context.num_replicas_in_sync == 1 or not grads:
         return grads
     return context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+
+
+def _half_square_norm(grad):
+    import tensorflow as tf
+
+    return tf.nn.l2_loss(grad if grad.dtype == tf.float32 else tf.cast(grad, tf.float32))
+
+
+def _norm_from_halves(halves):
+    """`sqrt(sum_i ||g_i||^2)` from the halves `||g_i||^2 / 2`."""
+    import tensorflow as tf
+
+    if not halves:
+        return tf.constant(0.0)
+    total = halves[0] if len(halves) == 1 else tf.add_n(halves)
+    return tf.sqrt(2.0 * total)
