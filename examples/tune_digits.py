@@ -16,8 +16,8 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
 
+from keras_trainkit.callbacks import TensorBoard  # noqa: E402
 from keras_trainkit.data import load_digits  # noqa: E402
 from keras_trainkit.tuning import GeneticSearch, make_hypermodel  # noqa: E402
 
@@ -42,7 +42,7 @@ def main(argv=None):
     tuner = GeneticSearch(hypermodel, objective=hypermodel.objective, max_trials=args.trials,
                           population_size=6, seed=args.seed, directory=args.dir,
                           project_name="digits", overwrite=True)
-    callbacks = [keras.callbacks.TensorBoard(args.tensorboard)] if args.tensorboard else []
+    callbacks = [TensorBoard(args.tensorboard)] if args.tensorboard else []
     tuner.search(x, y, validation_data=(x_val, y_val), callbacks=callbacks, verbose=0)
 
     best_trial = tuner.oracle.get_best_trials(1)[0]

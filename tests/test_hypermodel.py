@@ -186,13 +186,17 @@ def test_search_on_any_keras_metric_either_direction(tmp_path, objective, direct
     assert best == (max(scores) if direction == "max" else min(scores))
 
 
-def test_tensorboard_run_per_trial_with_hparams_and_scalars(tmp_path, digits):
+@pytest.mark.parametrize("tensorboard", ["keras", "keras_trainkit"])
+def test_tensorboard_run_per_trial_with_hparams_and_scalars(tmp_path, digits, tensorboard):
+    from keras_trainkit import callbacks as C
+
+    board = {"keras": keras.callbacks.TensorBoard, "keras_trainkit": C.TensorBoard}[tensorboard]
     (x, y), (xv, yv) = digits
     hm = make_hypermodel((64,), 10, search_space={**SMALL, "warmup_steps": 10}, epochs=1, log_grad_norm=5)
     tuner = keras_tuner.RandomSearch(hm, objective="val_accuracy", max_trials=2, seed=0,
                                      directory=str(tmp_path), project_name="tb", overwrite=True)
     logs = tmp_path / "logs"
-    tuner.search(x, y, validation_data=(xv, yv), verbose=0, callbacks=[keras.callbacks.TensorBoard(str(logs))])
+    tuner.search(x, y, validation_data=(xv, yv), verbose=0, callbacks=[board(str(logs))])
     from tensorboard.backend.event_processing import event_multiplexer
 
     mux = event_multiplexer.EventMultiplexer()
