@@ -111,3 +111,38 @@ def test_keras_trainkit_scalars_join_its_run_and_deepcopy(tmp_path):
     assert [s for s, _ in scalars["grad_norm"]] == [2, 4, 6, 8]
     assert [s for s, _ in scalars["learning_rate"]][:4] == [1, 2, 3, 4]
     assert [s for s, _ in scalars["epoch_loss"]] == [0, 1]
+
+
+@pytest.mark.parametrize("without_tensorflow", [False, True])
+def test_scalar_writer_files_read_back(tmp_path, monkeypatch, without_tensorflow):
+    """Our event files (TFRecord, or tensorboard's writer as the fallback)."""
+    import builtins
+
+    from keras_trainkit.callbacks import _summaries
+
+    if without_tensorflow:
+        real_import = builtins.__import__
+
+        def no_tf(name, *args, **kwargs):
+            if name == "tensorflow":
+                raise ImportError(name)
+            return real_import(name, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "__import__", no_tf)
+    writer = _summaries.ScalarWriter([str(tmp_path / "a"), str(tmp_path / "b")])
+    writer.write({"x": (np.array([1, 2]), np.array([0.5, 0.25])), "y": (np.array([2]), np.array([3.0]))})
+    writer.write({"x": (np.array([3]), np.array([0.125]))})
+    writer.close()
+    monkeypatch.undo()
+    import os
+
+    names = os.listdir(tmp_path / "a")
+    assert len(names) == 1 and ("trainkit" in names[0]) is not without_tensorflow
+    for run_dir in ("a", "b"):
+        scalars = read_run(str(tmp_path / run_dir))
+        assert scalars == {"x": [(1, 0.5), (2, 0.25), (3, 0.125)], "y": [(2, 3.0)]}
+    from tensorboard.backend.event_processing import event_accumulator
+
+    acc = event_accumulator.EventAccumulator(str(tmp_path / "a"))
+    acc.Reload()
+    assert set(acc.PluginTagToContent("scalars")) == {"x", "y"}
