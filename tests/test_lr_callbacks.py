@@ -7,6 +7,7 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_trainkit import callbacks as C
 from keras_trainkit import schedules as S
@@ -168,6 +169,32 @@ def test_gradient_accumulation_counts_real_updates():
     fit(reference, [], epochs=2)
     for a, b in zip(model.get_weights(), reference.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_epoch_log_rate_is_read_from_the_step_not_recomputed(monkeypatch):
+    from keras_trainkit.callbacks import _lr_control
+
+    eager_calls = []
+    rate_at = _lr_control.RateController.rate_at
+
+    def spy(self, step):
+        eager_calls.append(tf.executing_eagerly())
+        return rate_at(self, step)
+
+    monkeypatch.setattr(_lr_control.RateController, "rate_at", spy)
+    sched = S.WarmUp(S.CosineDecay(0.05, 10), 4)
+    history = fit(model_with(keras.optimizers.SGD(0.05)), [C.WarmUp(4), C.CosineDecay(10)])
+    np.testing.assert_allclose(history.history["learning_rate"], sched(np.array([5, 11, 17])), rtol=1e-6)
+    assert eager_calls and not any(eager_calls)  # traced into the step only
+
+
+def test_epoch_log_rate_when_an_epoch_ends_inside_an_accumulation_group():
+    # 6 batches an epoch, updates every 4: epoch 1 applies 1 update and leaves
+    # 2 batches pending; epoch 2 ends on update 3; epoch 3 (18 batches) on 4.
+    sched = S.WarmUp(S.StepDecay(0.05, step_size=1, gamma=0.5), 2)
+    history = fit(model_with(keras.optimizers.SGD(0.05, gradient_accumulation_steps=4)),
+                  [C.WarmUp(2), C.StepDecay(step_size=1, gamma=0.5)])
+    np.testing.assert_allclose(history.history["learning_rate"], sched(np.array([0, 2, 3])), rtol=1e-6)
 
 
 def test_steps_per_execution_is_exact():

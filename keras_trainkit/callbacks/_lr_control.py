@@ -65,17 +65,32 @@ class RateController:
         self.callbacks: list[Any] = []
         self.schedule: Any = None
         self.scale = None
+        self.last = None  # float64 [update number, rate], written by the train step
         self.scale_history: list[tuple[int, float]] = []
         self.summaries = _summaries.ScalarWriter()
         self._written: int | None = None
 
     # -- what Keras' optimizer calls --------------------------------------
     def __call__(self):
-        return self.rate_at(self.optimizer.iterations)
+        step = self.optimizer.iterations
+        rate = self.rate_at(step)
+        if self.last is not None and _in_traced_step():
+            # Kept for the epoch logs: (update number, rate), read on the host
+            # at epoch end instead of evaluating the schedule eagerly there
+            # (a few ms of eager ops per callback and epoch).
+            self.last.assign(ops.stack([ops.cast(step, "float64"), ops.cast(rate, "float64")]))
+        return rate
 
     def last_rate(self) -> float:
-        """The rate used by the last update applied (eager, for epoch logs)."""
+        """The rate used by the last update applied (for epoch logs)."""
         done = int(ops.convert_to_numpy(self.optimizer.iterations))
+        if self.last is not None and done > 0:
+            step, rate = ops.convert_to_numpy(self.last)
+            if step == done - 1:
+                return float(np.float32(rate))
+        # Nothing recorded for that update (before the first one, or the last
+        # call was an update skipped by a loss-scale optimizer or a partial
+        # accumulation step): evaluate the schedule.
         return float(ops.convert_to_numpy(self.rate_at(max(done - 1, 0))))
 
     def rate_at(self, step):
@@ -180,6 +195,9 @@ def attach(callback: Any, model: keras.Model) -> list[RateController]:
                 controller.scale = keras.Variable(scale, dtype="float32", trainable=False,
                                                   name="learning_rate_scale",
                                                   aggregation="only_first_replica")
+                controller.last = keras.Variable([-1.0, 0.0], dtype="float64", trainable=False,
+                                                 name="learning_rate_last",
+                                                 aggregation="only_first_replica")
             controller.scale_history = [(0, scale)]
             object.__setattr__(optimizer, _CONTROLLER, controller)
             # Assigned directly: the `learning_rate` setter would untrack the
@@ -223,3 +241,12 @@ def rate_logs(model: keras.Model) -> dict[str, float]:
             key = "learning_rate" if len(optimizers) == 1 else f"learning_rate_{optimizer.name}"
             logs[key] = controller.last_rate()
     return logs
+
+
+def _in_traced_step() -> bool:
+    """True while the train step is being traced (TensorFlow backend)."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return tf.inside_function()
