@@ -70,15 +70,23 @@ def test_epoch_frequency_has_no_batch_hooks_keras_has(tmp_path):
         assert cb.batch_hooks and len(batch_hooks(cb)) == 3, kwargs
 
 
-def test_no_per_batch_summary_calls(tmp_path):
+def test_no_summary_ops_per_batch_or_per_scalar(tmp_path):
     ours, theirs = C.TensorBoard(str(tmp_path / "a")), keras.callbacks.TensorBoard(str(tmp_path / "b"))
     ours_calls, their_calls = count_summary_calls(ours), count_summary_calls(theirs)
     run(ours)
     run(theirs)
-    assert ours_calls and all(not name.startswith("batch_") for name in ours_calls)
-    # Keras' callback calls it for each of the 2 logs on each of 3 x 3 batches.
+    # Keras' callback calls it for each of the 2 logs on each of 3 x 3 batches,
+    # and for each epoch scalar; ours writes the epoch scalars as records.
     assert sum(name.startswith("batch_") for name in their_calls) == 18
-    assert sorted(ours_calls) == sorted(n for n in their_calls if not n.startswith("batch_"))
+    assert sum(name.startswith("epoch_") for name in their_calls) == 3 * 5  # loss, mae, lr; val loss, mae
+    assert len(their_calls) == 18 + 3 * 5 + 3 * 2  # and evaluation_{loss,mae}_vs_iterations
+    assert ours_calls == []
+    got = read_run(str(tmp_path / "a" / "train")) | {
+        "val_" + k: v for k, v in read_run(str(tmp_path / "a" / "validation")).items()}
+    assert sorted(got) == sorted(["epoch_loss", "epoch_mae", "epoch_learning_rate", "val_epoch_loss",
+                                  "val_epoch_mae", "val_evaluation_loss_vs_iterations",
+                                  "val_evaluation_mae_vs_iterations"])
+    assert all(len(v) == 3 for v in got.values())
 
 
 @pytest.mark.parametrize("kwargs", [{}, dict(update_freq="batch")])
@@ -146,3 +154,47 @@ def test_scalar_writer_files_read_back(tmp_path, monkeypatch, without_tensorflow
     acc = event_accumulator.EventAccumulator(str(tmp_path / "a"))
     acc.Reload()
     assert set(acc.PluginTagToContent("scalars")) == {"x", "y"}
+
+
+@pytest.mark.parametrize("step", [0, 1, 127, 128, 300, 2**31, 2**40, -1])
+@pytest.mark.parametrize("value", [0.0, -0.0, 1.5, -3.25e-8, float("inf"), 3.4e38])
+@pytest.mark.parametrize("tag, with_metadata", [("learning_rate", True), ("grad_norm/dense_1/kernel", False),
+                                                ("é" * 200, True)])
+def test_scalar_event_bytes_are_protobufs(step, value, tag, with_metadata):
+    from tensorboard.compat.proto import (
+        event_pb2,
+        summary_pb2,
+        tensor_pb2,
+        tensor_shape_pb2,
+        types_pb2,
+    )
+    from tensorboard.plugins.scalar import metadata
+
+    from keras_trainkit.callbacks._summaries import scalar_event
+
+    meta = metadata.create_summary_metadata(display_name=tag, description="") if with_metadata else None
+    tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=tensor_shape_pb2.TensorShapeProto(),
+                                    float_val=[value])
+    want = event_pb2.Event(wall_time=1796217755.25, step=step, summary=summary_pb2.Summary(
+        value=[summary_pb2.Summary.Value(tag=tag, tensor=tensor, metadata=meta)])).SerializeToString()
+    got = scalar_event(1796217755.25, step, tag, value, meta.SerializeToString() if meta else b"")
+    assert got == want
+    # And what tensorboard parses back.
+    event = event_pb2.Event.FromString(got)
+    assert (event.step, event.summary.value[0].tag) == (step, tag)
+    assert float(tf.make_ndarray(event.summary.value[0].tensor)) == np.float32(value)
+
+
+def test_scalar_events_batch_matches_one_by_one():
+    from keras_trainkit.callbacks._summaries import scalar_event, scalar_events
+
+    rng = np.random.default_rng(0)
+    steps = np.concatenate([[0, 1, 127, 128, 129, 16384, 2**40, -5], rng.integers(0, 10**6, 50)])
+    values = np.concatenate([[0.0, -0.0, np.inf, -np.inf, 1e-30, 3e38, 1.0, 2.0], rng.normal(size=50)])
+    for tag, meta in [("lr", b"\x12\x0a\x0a\x08scalars"), ("a/" + "x" * 300, b"")]:
+        for wall in (0.0, 1796217755.125):
+            got = scalar_events(wall, steps, tag, values, meta)
+            want = [scalar_event(wall, int(s), tag, float(np.float32(v)), meta if i == 0 else b"")
+                    for i, (s, v) in enumerate(zip(steps, values))]
+            assert got == want
+    assert scalar_events(1.0, [], "x", []) == []

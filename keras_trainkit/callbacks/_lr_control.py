@@ -28,7 +28,7 @@ import numpy as np
 from keras import ops
 
 from keras_trainkit.callbacks import _summaries, _train_hooks
-from keras_trainkit.schedules._base import Schedule, call_schedule, serialize_schedule
+from keras_trainkit.schedules._base import call_schedule, serialize_schedule
 
 _CONTROLLER = "_keras_trainkit_rate_controller"
 _SCALE = "_keras_trainkit_rate_scale"
@@ -65,8 +65,8 @@ class RateController:
         self.callbacks: list[Any] = []
         self.schedule: Any = None
         self.scale = None
-        self.last = None  # float64 [update number, rate], written by the train step
         self._host_fn: tuple[Any, Any] | None = None  # (schedule, compiled evaluator or None)
+        self._cache: tuple[Any, int, int, np.ndarray] | None = None  # (schedule, scales, first update, rates)
         self.scale_history: list[tuple[int, float]] = []
         self.summaries = _summaries.ScalarWriter()
         self._written: int | None = None
@@ -74,29 +74,50 @@ class RateController:
     # -- what Keras' optimizer calls --------------------------------------
     def __call__(self):
         step = self.optimizer.iterations
-        rate = self.rate_at(step)
-        if self.last is not None and _in_traced_step():
-            # Kept for the epoch logs: (update number, rate), read on the host
-            # at epoch end instead of evaluating the schedule eagerly there
-            # (a few ms of eager ops per callback and epoch).
-            self.last.assign(ops.stack([ops.cast(step, "float64"), ops.cast(rate, "float64")]))
-        return rate
+        if _in_traced_step() or keras.backend.backend() != "tensorflow":
+            return self.rate_at(step)
+        # Eager read (`optimizer.learning_rate`, e.g. by keras.callbacks.TensorBoard
+        # at each epoch end): the compiled evaluation, not a few ms of eager ops.
+        return ops.convert_to_tensor(self.rate_of_update(int(ops.convert_to_numpy(step))))
 
     def last_rate(self) -> float:
-        """The rate used by the last update applied (for epoch logs)."""
-        done = int(ops.convert_to_numpy(self.optimizer.iterations))
-        if self.last is not None and done > 0:
-            step, rate = ops.convert_to_numpy(self.last)
-            if step == done - 1:
-                return float(np.float32(rate))
-        # Nothing recorded for that update (before the first one, or the last
-        # call was an update skipped by a loss-scale optimizer or a partial
-        # accumulation step): evaluate the schedule.
-        return float(ops.convert_to_numpy(self.rate_at(max(done - 1, 0))))
+        """The rate used by the last update applied (for epoch logs).
+
+        Computed on the host from the update count (no per-step record in the
+        train step): `schedule(n - 1) * scale`, with the scale in effect then.
+        """
+        return float(self.rate_of_update(max(int(ops.convert_to_numpy(self.optimizer.iterations)) - 1, 0)))
+
+    def rate_of_update(self, update: int) -> np.float32:
+        """The rate update number `update` uses (see `rates_on_host`), cached:
+        each epoch end evaluates the schedule once (a compiled call costs
+        about as much as a few eager operations) for its TensorBoard rates,
+        the epoch logs of every LR callback and Keras' TensorBoard, which
+        reads `optimizer.learning_rate` (the next update's rate)."""
+        cached = self._cache
+        if not (cached is not None and cached[0] is self.schedule and cached[1] == len(self.scale_history)
+                and cached[2] <= update < cached[2] + len(cached[3])):
+            self.rates_on_host(np.arange(update, update + 2))  # this update and the next
+            cached = self._cache
+        return cached[3][update - cached[2]]
 
     def rate_at(self, step):
         step = ops.cast(step, "float32")
         return call_schedule(self.schedule, step) * ops.cast(self.scale, "float32")
+
+    def rates_on_host(self, updates: np.ndarray) -> np.ndarray:
+        """float32 rates used by the given update numbers, as the train step
+        computes them: `schedule(n) * scale`, with the scale in effect at `n`."""
+        values = self._schedule_on_host(updates.astype("float32"))
+        starts = np.array([s for s, _ in self.scale_history])
+        scales = np.array([c for _, c in self.scale_history], dtype="float32")
+        values = values * scales[np.searchsorted(starts, updates, side="right") - 1]
+        if len(updates) and np.array_equal(updates, np.arange(updates[0], updates[0] + len(updates))):
+            # A range of updates (each epoch's, for TensorBoard): the epoch
+            # logs read its last value instead of evaluating again. A scale
+            # change or a new schedule invalidates it.
+            self._cache = (self.schedule, len(self.scale_history), int(updates[0]), values)
+        return values
 
     def assign(self, value):
         """`optimizer.learning_rate = value` rescales the scheduled rate."""
@@ -169,34 +190,34 @@ class RateController:
         done = int(ops.convert_to_numpy(self.optimizer.iterations))
         if done <= self._written:
             return
-        updates = np.arange(self._written, done)
-        values = self._schedule_on_host(updates.astype("float32"))
-        starts = np.array([s for s, _ in self.scale_history])
-        scales = np.array([c for _, c in self.scale_history])
-        values = values * scales[np.searchsorted(starts, updates, side="right") - 1]
-        self.summaries.write({tag: (updates + 1, values)})
+        # One more than written: the next update's rate, which the cache then
+        # holds for Keras' TensorBoard.
+        updates = np.arange(self._written, done + 1)
+        self.summaries.write({tag: (updates[:-1] + 1, self.rates_on_host(updates)[:-1])})
         self._written = done
 
     def _schedule_on_host(self, steps: np.ndarray) -> np.ndarray:
-        """`schedule(steps)` for a vector of steps.
+        """`schedule(steps)` for a float32 vector of steps, as float32 numpy.
 
-        Our schedules are element-wise `keras.ops`; on TensorFlow they run as
-        one compiled function (traced once per fit, a few tens of ms, then
-        well under a millisecond a call, against a few ms of eager operations).
+        On TensorFlow, one concrete function per schedule (traced once per
+        fit, then a fraction of a millisecond a call, against a few ms of
+        eager operations per step); elsewhere, eager evaluation.
         """
         schedule = self.schedule
         if self._host_fn is None or self._host_fn[0] is not schedule:
             fn = None
-            if keras.backend.backend() == "tensorflow" and isinstance(schedule, (Schedule, numbers.Real)):
+            if keras.backend.backend() == "tensorflow":
                 import tensorflow as tf
 
-                fn = tf.function(lambda s: call_schedule(schedule, s), autograph=False, reduce_retracing=True,
-                                 input_signature=[tf.TensorSpec([None], tf.float32)])
+                fn = tf.function(lambda s: call_schedule(schedule, s), autograph=False,
+                                 input_signature=[tf.TensorSpec([None], tf.float32)]).get_concrete_function()
             self._host_fn = (schedule, fn)
         fn = self._host_fn[1]
         if fn is None:
-            return ops.convert_to_numpy(call_schedule(schedule, ops.convert_to_tensor(steps)))
-        return fn(steps).numpy()
+            return np.asarray(ops.convert_to_numpy(call_schedule(schedule, ops.convert_to_tensor(steps))), "float32")
+        import tensorflow as tf
+
+        return fn(tf.constant(steps, tf.float32)).numpy()
 
     def close(self) -> None:
         self.summaries.close()
@@ -217,9 +238,6 @@ def attach(callback: Any, model: keras.Model) -> list[RateController]:
                 controller.scale = keras.Variable(scale, dtype="float32", trainable=False,
                                                   name="learning_rate_scale",
                                                   aggregation="only_first_replica")
-                controller.last = keras.Variable([-1.0, 0.0], dtype="float64", trainable=False,
-                                                 name="learning_rate_last",
-                                                 aggregation="only_first_replica")
             controller.scale_history = [(0, scale)]
             object.__setattr__(optimizer, _CONTROLLER, controller)
             # Assigned directly: the `learning_rate` setter would untrack the

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import socket
+import struct
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -36,7 +37,8 @@ class ScalarWriter:
     own `EventFileWriter`, with a background thread and a pure-Python CRC, is
     the fallback without TensorFlow).
     The scalar-plugin metadata goes on each tag's first event, as with
-    `tf.summary`.
+    `tf.summary`. The records are the bytes protobuf would serialize (see
+    `scalar_event`; tested against it), built without a message object each.
     """
 
     def __init__(self, dirs: Iterable[str] = ()):
@@ -53,31 +55,20 @@ class ScalarWriter:
         """`scalars` maps a tag to `(steps, values)`."""
         if not self.dirs or not scalars:
             return
-        from tensorboard.compat.proto import (
-            event_pb2,
-            summary_pb2,
-            tensor_pb2,
-            tensor_shape_pb2,
-            types_pb2,
-        )
         from tensorboard.plugins.scalar import metadata
 
         now = time.time()
-        events = []
-        shape = tensor_shape_pb2.TensorShapeProto()  # a scalar
+        records = []
         for tag, (steps, values) in scalars.items():
             # Scalar-plugin metadata on a tag's first event in this writer, as
             # tf.summary does; the reader keeps it for the whole tag.
             new_here = [d for d in self.dirs if tag not in self._tags.setdefault(d, set())]
-            meta = metadata.create_summary_metadata(display_name=tag, description="") if new_here else None
+            meta = b""
+            if new_here:
+                meta = metadata.create_summary_metadata(display_name=tag, description="").SerializeToString()
             for d in new_here:
                 self._tags[d].add(tag)
-            for step, value in zip(np.asarray(steps).tolist(), np.asarray(values, np.float32).tolist()):
-                tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=shape, float_val=[value])
-                summary_value = summary_pb2.Summary.Value(tag=tag, tensor=tensor, metadata=meta)
-                meta = None
-                events.append(event_pb2.Event(wall_time=now, step=step, summary=summary_pb2.Summary(value=[summary_value])))
-        records = [event.SerializeToString() for event in events]
+            records += scalar_events(now, steps, tag, values, meta)
         for d in self.dirs:
             writer = self._writers.get(d)
             if writer is None:
@@ -90,6 +81,68 @@ class ScalarWriter:
         for writer in self._writers.values():
             writer.close()
         self._writers.clear()
+
+
+def _varint(n: int) -> bytes:
+    n &= (1 << 64) - 1  # int64 two's complement, as protobuf encodes negatives
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+# TensorProto{dtype: DT_FLOAT (1), tensor_shape: {} (a scalar), float_val: [packed]}:
+# the value's 4 little-endian bytes follow.
+_FLOAT_SCALAR = b"\x08\x01" + b"\x12\x00" + b"\x2a\x04"
+
+
+def scalar_event(wall_time: float, step: int, tag: str, value: float, metadata: bytes = b"") -> bytes:
+    """`Event(wall_time, step, summary=Summary(value=[Summary.Value(tag, tensor=<float32
+    scalar>, metadata)])).SerializeToString()`, byte for byte (fields in number
+    order; proto3 leaves zero scalars out)."""
+    value_bytes = _field(1, tag.encode()) + _field(8, _FLOAT_SCALAR + struct.pack("<f", value))
+    if metadata:
+        value_bytes += _field(9, metadata)
+    event = b"\x09" + struct.pack("<d", wall_time) if wall_time else b""
+    if step:
+        event += b"\x10" + _varint(step)
+    return event + _field(5, _field(1, value_bytes))
+
+
+def scalar_events(wall_time: float, steps: np.ndarray, tag: str, values: np.ndarray,
+                  metadata: bytes = b"") -> list[bytes]:
+    """`[scalar_event(wall_time, step, tag, value, metadata if first else b"")
+    for step, value in zip(steps, values)]`, about a microsecond each: the
+    bytes around the step and the value are the same for every event."""
+    steps = np.asarray(steps, dtype=np.int64).tolist()
+    raw = np.asarray(values, dtype="<f4").tobytes()
+    if not steps:
+        return []
+    records = [scalar_event(wall_time, steps[0], tag, float(np.frombuffer(raw[:4], "<f4")[0]), metadata)]
+    if len(steps) == 1:
+        return records
+    value_len = len(_field(1, tag.encode())) + 2 + len(_FLOAT_SCALAR) + 4
+    summary = _field(1, b"\0" * value_len)  # Summary{value: [...]}: only its length matters here
+    head = b"\x09" + struct.pack("<d", wall_time) if wall_time else b""
+    middle = b"\x2a" + _varint(len(summary)) + summary[:-value_len] + _field(1, tag.encode()) + b"\x42" + _varint(
+        len(_FLOAT_SCALAR) + 4) + _FLOAT_SCALAR
+    step_head = head + b"\x10"
+    for i, step in enumerate(steps[1:], start=1):
+        value = raw[4 * i:4 * i + 4]
+        if 0 < step < 0x80:
+            records.append(step_head + bytes((step,)) + middle + value)
+        elif step:
+            records.append(step_head + _varint(step) + middle + value)
+        else:
+            records.append(head + middle + value)
+    return records
 
 
 class _TensorBoardFile:

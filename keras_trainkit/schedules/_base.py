@@ -47,19 +47,21 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
 def call_schedule(schedule: Any, step: Any) -> Any:
     """Evaluates a float, one of our schedules or any Keras schedule at `step`.
 
-    `step` is a float32 tensor. Our schedules are vectorised; a foreign schedule
-    (Keras' `CosineDecay` uses `ops.cond`, for instance) is evaluated one step
-    at a time when `step` is an eager array, and directly otherwise.
+    `step` is a float32 tensor of any shape. Our schedules are element-wise;
+    a foreign schedule (Keras' `CosineDecay` uses `ops.cond`, for instance)
+    takes one step at a time, so it is mapped over the steps (`ops.map`: a
+    loop inside a compiled function, which a traced vector of steps needs).
     """
     if isinstance(schedule, Schedule):
         return schedule.compute(step)
     if isinstance(schedule, numbers.Real):
         return ops.full(ops.shape(step), float(schedule), dtype="float32")
-    if len(ops.shape(step)) == 0:
+    shape = ops.shape(step)
+    if len(shape) == 0:
         return ops.cast(schedule(step), "float32")
-    host = ops.convert_to_numpy(step)
-    values = [float(ops.convert_to_numpy(schedule(ops.convert_to_tensor(s)))) for s in host.ravel()]
-    return ops.convert_to_tensor(np.asarray(values, dtype="float32").reshape(host.shape))
+    flat = step if len(shape) == 1 else ops.reshape(step, [-1])
+    values = ops.map(lambda s: ops.cast(schedule(s), "float32"), flat)
+    return values if len(shape) == 1 else ops.reshape(values, shape)
 
 
 def serialize_schedule(schedule: Any) -> Any:
