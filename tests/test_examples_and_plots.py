@@ -64,6 +64,16 @@ def test_callback_overhead_benchmark_smoke(tmp_path, model):
     assert out.exists()
 
 
+def test_callback_host_time_benchmark_smoke(tmp_path):
+    out = tmp_path / "host.json"
+    module = load_script("benchmarks/callback_host_time.py")
+    results = module.main(["--smoke", "--configs", "stack", "--out", str(out)])
+    hooks = results[module.CONFIGS["stack"]]["hooks"]
+    assert {"WarmUp.on_epoch_end", "TensorBoard.on_epoch_end", "GradientNormLogger.on_epoch_begin"} <= set(hooks)
+    assert all(v["median_ms"] > 0 for v in hooks.values())
+    assert out.exists()
+
+
 def test_tune_digits_example(tmp_path):
     best = load_script("examples/tune_digits.py").main(["--trials", "3", "--epochs", "1", "--dir", str(tmp_path)])
     assert best.status == "COMPLETED" and 0.0 < best.score <= 1.0
