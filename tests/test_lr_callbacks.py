@@ -148,6 +148,29 @@ def test_reduce_lr_on_plateau_scales_the_schedule():
     assert float(model.optimizer._learning_rate.numpy()) == pytest.approx(0.05)
 
 
+@pytest.mark.parametrize("plateau_first", [False, True])
+def test_epoch_log_rate_follows_reduce_lr_on_plateau(tmp_path, plateau_first):
+    """Ours logs the last update's rate at the scale in effect then, even
+    after a reduction at the same epoch end; placed after ours, Keras'
+    ReduceLROnPlateau overwrites the entry with `optimizer.learning_rate`
+    read before it reduces (the next update's rate, at the old scale)."""
+    plateau = keras.callbacks.ReduceLROnPlateau(monitor="loss", mode="max", factor=0.5, patience=0, min_lr=0.0)
+    decay = C.PolynomialDecay(30, end_learning_rate=0.0, power=1.0, log_dir=str(tmp_path))
+    history = fit(model_with(keras.optimizers.SGD(0.05)), [plateau, decay] if plateau_first else [decay, plateau],
+                  epochs=4)
+    schedule = S.PolynomialDecay(0.05, 30, 0.0)
+    last = np.array([5, 11, 17, 23])  # each epoch's last update; reductions at the ends of epochs 2 and 3
+    if plateau_first:
+        expected = schedule(last) * 0.5 ** np.maximum(last // 6 - 1, 0)
+    else:
+        expected = schedule(last + 1) * 0.5 ** np.maximum(last // 6 - 1, 0)
+    np.testing.assert_allclose(history.history["learning_rate"], expected, rtol=1e-6)
+    steps, values = read_scalars(str(tmp_path / "train"), "learning_rate")
+    assert list(steps) == list(range(1, 25))
+    np.testing.assert_allclose(values, S.PolynomialDecay(0.05, 30, 0.0)(steps - 1)
+                               * 0.5 ** np.maximum((steps - 1) // 6 - 1, 0), rtol=1e-6)
+
+
 class _PerRealUpdate(keras.optimizers.schedules.LearningRateSchedule):
     def __init__(self, schedule, every):
         self.schedule, self.every = schedule, every
@@ -171,7 +194,7 @@ def test_gradient_accumulation_counts_real_updates():
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
-def test_epoch_log_rate_is_read_from_the_step_not_recomputed(monkeypatch):
+def test_epoch_log_rate_needs_no_eager_schedule_evaluation(monkeypatch):
     from keras_trainkit.callbacks import _lr_control
 
     eager_calls = []
@@ -279,6 +302,23 @@ def test_tensorboard_callback_in_the_list_gets_the_scalars(tmp_path):
     assert list(steps) == list(range(1, 13))
     np.testing.assert_allclose(values, S.StepDecay(0.05, step_size=5, gamma=0.5)(steps - 1), rtol=1e-6)
     assert glob.glob(str(tmp_path / "logs" / "train" / "events.out.tfevents.*"))
+    # Keras' callback logs `optimizer.learning_rate` at each epoch end: the
+    # rate of the next update.
+    steps, values = read_scalars(str(tmp_path / "logs" / "train"), "epoch_learning_rate")
+    np.testing.assert_allclose(values, S.StepDecay(0.05, step_size=5, gamma=0.5)(np.array([6, 12])), rtol=1e-6)
+
+
+def test_tensorboard_rates_of_a_keras_schedule_with_cond(tmp_path):
+    """A foreign schedule (Keras' CosineDecay warm-up uses `ops.cond`) is
+    mapped over the epoch's steps inside the compiled evaluation."""
+    compiled = keras.optimizers.schedules.CosineDecay(0.01, 10, warmup_target=0.04, warmup_steps=4)
+    model = model_with(keras.optimizers.SGD(compiled))
+    history = fit(model, [C.WarmUp(3, initial_learning_rate=0.001, log_dir=str(tmp_path))], epochs=2)
+    expected = S.WarmUp(compiled, 3, 0.001)
+    steps, values = read_scalars(str(tmp_path / "train"), "learning_rate")
+    assert list(steps) == list(range(1, 13))
+    np.testing.assert_allclose(values, [float(expected(int(s) - 1)) for s in steps], rtol=1e-6)
+    np.testing.assert_allclose(history.history["learning_rate"], [values[5], values[11]], rtol=1e-6)
 
 
 def test_model_checkpoint_mid_training_loads_and_continues(tmp_path):
