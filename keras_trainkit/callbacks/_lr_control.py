@@ -234,7 +234,7 @@ def attach(callback: Any, model: keras.Model) -> list[RateController]:
             rate_at_zero(original)  # validates the kind of learning rate
             controller = RateController(optimizer, original)
             scale = getattr(optimizer, _SCALE, 1.0)
-            with model.distribute_strategy.scope():
+            with _train_hooks.strategy_scope(model):
                 controller.scale = keras.Variable(scale, dtype="float32", trainable=False,
                                                   name="learning_rate_scale",
                                                   aggregation="only_first_replica")

@@ -13,6 +13,7 @@ work:
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +33,12 @@ def target_optimizers(model: keras.Model) -> list[keras.optimizers.Optimizer]:
     if hasattr(optimizer, "optimizers"):
         return list(optimizer.optimizers)
     return [optimizer]
+
+
+def strategy_scope(model: keras.Model):
+    """The model's `tf.distribute` strategy scope (TensorFlow), else a no-op."""
+    strategy = getattr(model, "distribute_strategy", None) if keras.backend.backend() == "tensorflow" else None
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
 
 def check_backend() -> None:
