@@ -24,7 +24,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import EpochTimer, machine, write_json  # noqa: E402
-from callback_overhead import CONFIGS, build_model, make_callbacks  # noqa: E402
+from callback_overhead import (  # noqa: E402
+    CONFIGS,
+    build_model,
+    config_names,
+    load_data,
+    make_callbacks,
+)
 
 HOOKS = ("on_train_begin", "on_epoch_begin", "on_epoch_end", "on_train_end")
 
@@ -58,23 +64,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.smoke:
         args.repeats, args.epochs = 1, 2
-    names = [n.strip() for n in args.configs.split(",") if n.strip()]
-    unknown = sorted(set(names) - set(CONFIGS))
-    if unknown:
-        raise ValueError(f"Argument `--configs` has unknown names {unknown}; choose from {sorted(CONFIGS)}.")
+    names = config_names(args.configs)
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                    f"callback_host_time_{args.model}.json")
 
     import keras
-    import numpy as np
 
-    from keras_trainkit.data import load_digits
-
-    (x, y), _ = load_digits(images=args.model == "cnn")
-    if args.smoke:
-        x, y = x[:128], y[:128]
-    else:
-        x, y = np.concatenate([x] * args.tile), np.concatenate([y] * args.tile)
+    x, y = load_data(args.model, args.smoke, args.tile)
 
     epoch_times, samples = [], {n: {} for n in names}
     for _ in range(args.repeats):

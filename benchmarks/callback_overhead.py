@@ -74,6 +74,27 @@ def make_callbacks(name, log_dir):
     }[name]()
 
 
+def config_names(configs: str) -> list[str]:
+    """`--configs` as a list of known configuration names."""
+    names = [n.strip() for n in configs.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(CONFIGS))
+    if unknown:
+        raise ValueError(f"Argument `--configs` has unknown names {unknown}; choose from {sorted(CONFIGS)}.")
+    return names
+
+
+def load_data(model: str, smoke: bool, tile: int):
+    """Digits (8x8 images for the CNN), 128 samples when smoke, else tiled `tile` times."""
+    import numpy as np
+
+    from keras_trainkit.data import load_digits
+
+    (x, y), _ = load_digits(images=model == "cnn")
+    if smoke:
+        return x[:128], y[:128]
+    return np.concatenate([x] * tile), np.concatenate([y] * tile)
+
+
 def build_model(kind, learning_rate=0.001):
     import keras
 
@@ -103,25 +124,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.smoke:
         args.repeats, args.epochs = 1, 2
-    names = [n.strip() for n in args.configs.split(",") if n.strip()]
-    unknown = sorted(set(names) - set(CONFIGS))
-    if unknown:
-        raise ValueError(f"Argument `--configs` has unknown names {unknown}; choose from {sorted(CONFIGS)}.")
+    names = config_names(args.configs)
     if "bare" not in names:
         names.insert(0, "bare")
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                    f"callback_overhead_{args.model}.json")
 
     import keras
-    import numpy as np
 
-    from keras_trainkit.data import load_digits
-
-    (x, y), _ = load_digits(images=args.model == "cnn")
-    if args.smoke:
-        x, y = x[:128], y[:128]
-    else:
-        x, y = np.concatenate([x] * args.tile), np.concatenate([y] * args.tile)
+    x, y = load_data(args.model, args.smoke, args.tile)
 
     def run(name):
         def once():
