@@ -198,3 +198,30 @@ def test_scalar_events_batch_matches_one_by_one():
                     for i, (s, v) in enumerate(zip(steps, values))]
             assert got == want
     assert scalar_events(1.0, [], "x", []) == []
+
+
+def test_writers_share_one_events_file_per_run_dir(tmp_path):
+    import os
+
+    from keras_trainkit.callbacks import _summaries
+
+    a, b = _summaries.ScalarWriter([str(tmp_path / "r")]), _summaries.ScalarWriter([str(tmp_path / "r")])
+    a.write({"x": (np.array([1]), np.array([1.0]))})
+    b.write({"y": (np.array([1]), np.array([2.0]))})
+    a.close()
+    b.write({"y": (np.array([2]), np.array([3.0]))})  # the file stays open for b
+    b.close()
+    assert len(os.listdir(tmp_path / "r")) == 1 and not _summaries._shared_files
+    assert read_run(str(tmp_path / "r")) == {"x": [(1, 1.0)], "y": [(1, 2.0), (2, 3.0)]}
+    # In a fit: the LR callbacks, GradientNormLogger and our TensorBoard write
+    # one keras_trainkit file next to Keras' own.
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.05), "mse")
+    x, y = data()
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[
+        C.WarmUp(4), C.CosineDecay(10), C.GradientNormLogger(update_freq=2), C.TensorBoard(str(tmp_path / "logs"))])
+    names = os.listdir(tmp_path / "logs" / "train")
+    assert len([n for n in names if n.endswith(".trainkit.v2")]) == 1, names
+    assert {"learning_rate", "grad_norm", "epoch_loss"} <= set(read_run(str(tmp_path / "logs" / "train")))
+    assert not _summaries._shared_files

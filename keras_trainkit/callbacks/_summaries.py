@@ -37,7 +37,8 @@ class ScalarWriter:
     own `EventFileWriter`, with a background thread and a pure-Python CRC, is
     the fallback without TensorFlow).
     The scalar-plugin metadata goes on each tag's first event, as with
-    `tf.summary`. The records are the bytes protobuf would serialize (see
+    `tf.summary`. All writers of the process share one events file per run
+    directory while any of them is open. The records are the bytes protobuf would serialize (see
     `scalar_event`; tested against it), built without a message object each.
     """
 
@@ -72,14 +73,14 @@ class ScalarWriter:
         for d in self.dirs:
             writer = self._writers.get(d)
             if writer is None:
-                writer = self._writers[d] = _open_event_file(d, now)
+                writer = self._writers[d] = _acquire_event_file(d, now)
             for record in records:
                 writer.write(record)
             writer.flush()
 
     def close(self) -> None:
-        for writer in self._writers.values():
-            writer.close()
+        for d in self._writers:
+            _release_event_file(d)
         self._writers.clear()
 
 
@@ -166,6 +167,33 @@ class _TensorBoardFile:
 
 
 _file_counter = itertools.count()
+
+# One events file per run directory for all of this process's writers (the LR
+# callbacks, GradientNormLogger, our TensorBoard's epoch scalars), shared while
+# any of them is open: one keras_trainkit file per run (next to the one of
+# Keras' own TensorBoard writer), not one per callback. TensorBoard's default
+# loader reads every file of a run; its legacy one follows only the newest live.
+_shared_files: dict[str, list] = {}  # absolute dir -> [record writer, number of users]
+
+
+def _acquire_event_file(directory: str, now: float):
+    key = os.path.abspath(directory)
+    entry = _shared_files.get(key)
+    if entry is None:
+        entry = _shared_files[key] = [_open_event_file(directory, now), 0]
+    entry[1] += 1
+    return entry[0]
+
+
+def _release_event_file(directory: str) -> None:
+    key = os.path.abspath(directory)
+    entry = _shared_files.get(key)
+    if entry is None:
+        return
+    entry[1] -= 1
+    if entry[1] <= 0:
+        entry[0].close()
+        del _shared_files[key]
 
 
 def _open_event_file(directory: str, now: float):
