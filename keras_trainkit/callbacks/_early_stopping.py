@@ -29,10 +29,18 @@ MIN_DELTA_KINDS = ("absolute", "relative")
 OWN_REASONS = ("patience", "stopping_threshold", "divergence_threshold", "non_finite")
 
 
+_F32_TINY = np.finfo(np.float32).tiny
+
+
 def _f32(x: float) -> np.float32:
-    # Keras compares through `keras.ops.less/greater`, i.e. in float32.
+    # Keras compares through `keras.ops.less/greater`, i.e. in float32, with
+    # TensorFlow's CPU kernels on the default backend, which flush subnormal
+    # inputs to zero: so do we, to take the same decisions.
     with np.errstate(over="ignore"):
-        return np.float32(x)
+        value = np.float32(x)
+    if value != 0 and abs(value) < _F32_TINY:
+        return np.float32(0.0)
+    return value
 
 
 def _compiled_metrics(model: Any) -> list[Any]:
