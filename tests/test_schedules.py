@@ -1,11 +1,12 @@
 """Schedules against Keras' built-ins, closed-form numpy and their properties."""
 
 import math
+import os
 
 import keras
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from keras_trainkit import schedules as S
@@ -236,15 +237,18 @@ def any_schedule(draw):
     return inner
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=int(os.environ.get("TRAINKIT_HYPOTHESIS_EXAMPLES", 150)), deadline=None)
 @given(any_schedule())
+# float32 rounding of decay_steps * ceil(t / decay_steps) below t at t = 1e7.
+@example(S.WarmUp(S.PolynomialDecay(1.0, 2.1846746470071254, 0.0, 1.5, cycle=True), 55998))
+@example(S.PolynomialDecay(1.0, 2.1846746470071254, 0.0, 1.0, cycle=True))
 def test_valid_configurations_never_give_nan_inf_or_negative(sched):
     values = sched(STEPS_PROBE)
     assert np.all(np.isfinite(values)), (sched, values)
     assert np.all(values >= 0), (sched, values)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=int(os.environ.get("TRAINKIT_HYPOTHESIS_EXAMPLES", 60)), deadline=None)
 @given(lr=rates, total=st.integers(2, 10**5), power=st.one_of(st.just(0.0), st.floats(1e-3, 5.0)), end=st.floats(0.0, 1e-3))
 def test_polynomial_monotone_and_reaches_end(lr, total, power, end):
     values = S.PolynomialDecay(lr, total, end_learning_rate=end, power=power)(np.linspace(0, 2 * total, 50))

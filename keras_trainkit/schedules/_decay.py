@@ -187,7 +187,9 @@ class PolynomialDecay(Schedule):
             decay_steps = decay_steps * multiplier
         else:
             step = ops.minimum(step, decay_steps)
-        p = step / decay_steps
+        # <= 1 exactly; with `cycle`, decay_steps * ceil(t / decay_steps) can round
+        # below t in float32 at large t (Keras' then gives NaN or a negative rate).
+        p = ops.minimum(step / decay_steps, 1.0)
         span = self.initial_learning_rate - self.end_learning_rate
         return span * ops.power(1.0 - p, self.power) + self.end_learning_rate
 
