@@ -21,11 +21,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from keras_trainkit._io import atomic_write
 
 FORMAT_VERSION = 1
 _STATE_RE = re.compile(r"^early_stopping_state-(\d+)\.json$")
@@ -49,21 +50,6 @@ class Snapshot:
     optimizer: list[np.ndarray] | None = None
 
 
-def _atomic_write(path: str, write) -> None:
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def save_snapshot(path: str, snapshot: Snapshot) -> None:
     """Writes `snapshot` to `path` (an `.npz` file) atomically."""
     arrays: dict[str, np.ndarray] = {}
@@ -79,7 +65,7 @@ def save_snapshot(path: str, snapshot: Snapshot) -> None:
         arrays["n_optimizer"] = np.asarray(len(snapshot.optimizer))
         for i, o in enumerate(snapshot.optimizer):
             arrays[f"o{i}"] = np.asarray(o)
-    _atomic_write(path, lambda f: np.savez(f, **arrays))
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def load_snapshot(path: str) -> Snapshot:
@@ -132,7 +118,7 @@ class StateStore:
     def write_state(self, next_epoch: int, state: dict[str, Any]) -> None:
         os.makedirs(self.directory, exist_ok=True)
         payload = json.dumps({"format": FORMAT_VERSION, "next_epoch": next_epoch, **state})
-        _atomic_write(self.path(state_filename(next_epoch)), lambda f: f.write(payload.encode()))
+        atomic_write(self.path(state_filename(next_epoch)), lambda f: f.write(payload.encode()))
         self.prune(next_epoch)
 
     def read_state(self, next_epoch: int) -> dict[str, Any]:
