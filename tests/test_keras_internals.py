@@ -1,0 +1,81 @@
+"""Canaries: every Keras internal keras_trainkit relies on still has the shape we use.
+
+Each test names the internal it pins (see docs/internals.md). When a Keras
+upgrade breaks keras_trainkit, the failure shows here first, saying which
+internal moved. Only `keras_trainkit/_keras_hooks.py` may touch these.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import keras
+import numpy as np
+import pytest
+
+from keras_trainkit import _keras_hooks as hooks
+
+
+def _built_sgd():
+    w = keras.Variable(np.ones(3, "float32"))
+    opt = keras.optimizers.SGD(0.1)
+    opt.build([w])
+    return opt, w
+
+
+# -- optimizers --------------------------------------------------------------------
+def test_optimizer_get_variable_index():
+    """`Optimizer._get_variable_index(variable)`: index in the build list."""
+    opt, w = _built_sgd()
+    assert opt._get_variable_index(w) == 0
+
+
+def test_optimizer_use_weight_decay_and_apply_weight_decay():
+    """`Optimizer._use_weight_decay(variable)` and `_apply_weight_decay(variables)`."""
+    opt = keras.optimizers.SGD(0.1, weight_decay=0.5)
+    w = keras.Variable(np.ones(3, "float32"), name="kernel")
+    opt.build([w])
+    assert opt._use_weight_decay(w) is True
+    opt.exclude_from_weight_decay(var_names=["kernel"])
+    assert opt._use_weight_decay(w) is False
+    assert "variables" in inspect.signature(keras.optimizers.Optimizer._apply_weight_decay).parameters
+
+
+def test_optimizer_backend_update_step_signature():
+    """`Optimizer._backend_update_step(grads, trainable_variables, learning_rate)`."""
+    params = list(inspect.signature(keras.optimizers.Optimizer._backend_update_step).parameters)
+    assert params == ["self", "grads", "trainable_variables", "learning_rate"]
+
+
+# -- metrics, EMA, monitoring ------------------------------------------------------------
+def test_compile_metrics_containers_and_metric_direction():
+    """`keras.src.trainers.compile_utils.CompileMetrics/MetricsList` hold the
+    compiled metrics; a metric's `_direction` is "up" or "down"."""
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse", metrics=[keras.metrics.AUC(name="auc"), "mae"])
+    model.fit(np.zeros((4, 2)), np.zeros((4, 1)), verbose=0)
+    found = {m.name: hooks.metric_direction(m) for m in hooks.compiled_metrics(model)}
+    assert found["auc"] == "up"
+    assert found["mae"] == "down"
+
+
+def test_ema_moving_averages_attribute():
+    """`Optimizer._model_variables_moving_average`: one average per built variable."""
+    w = keras.Variable(np.ones(3, "float32"))
+    opt = keras.optimizers.SGD(0.1, use_ema=True)
+    opt.build([w])
+    averages = hooks.ema_averages(opt)
+    assert len(averages) == 1 and tuple(averages[0].shape) == (3,)
+    assert hooks.ema_averages(keras.optimizers.SGD(0.1)) is None
+
+
+def test_monitor_callback_class():
+    """`keras.src.callbacks.monitor_callback.MonitorCallback`, base of Keras' EarlyStopping."""
+    cls = hooks.monitor_callback_class()
+    assert issubclass(keras.callbacks.EarlyStopping, cls)
+    for name in ("_set_monitor_op", "_is_improvement"):
+        assert callable(getattr(cls, name, None)), name
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(pytest.main([__file__, "-q"]))
