@@ -2,7 +2,7 @@
 
 Learning-rate schedules (`Constant`, `StepDecay`, `ExponentialDecay`,
 `PolynomialDecay`, `InverseTimeDecay`, `CosineDecay`, `CosineDecayRestarts`,
-`WarmUp`, `JoinSchedules`) are `keras.optimizers.schedules.LearningRateSchedule`
+`WarmUp`, `JoinSchedules`, `OneCycle`) are `keras.optimizers.schedules.LearningRateSchedule`
 subclasses of the optimizer's update count, registered for serialization under
 the package name `keras_trainkit`, usable as
 `keras.optimizers.Adam(learning_rate=schedule)`, and callable on Python ints or
@@ -26,6 +26,7 @@ from keras_trainkit.schedules._decay import (
     PolynomialDecay,
     StepDecay,
 )
+from keras_trainkit.schedules._one_cycle import OneCycle, OneCycleMomentum
 from keras_trainkit.schedules._warmup import JoinSchedules, WarmUp
 
 __all__ = [
@@ -38,6 +39,8 @@ __all__ = [
     "ExponentialDecay",
     "InverseTimeDecay",
     "JoinSchedules",
+    "OneCycle",
+    "OneCycleMomentum",
     "PolynomialDecay",
     "Schedule",
     "StepDecay",
