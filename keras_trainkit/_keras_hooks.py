@@ -11,6 +11,9 @@ The tested Keras minors are bounded in pyproject.toml.
 
 from __future__ import annotations
 
+import inspect
+import os
+import sys
 from typing import Any
 
 import keras
@@ -69,6 +72,297 @@ class WholeStepOptimizer(OptimizerHooks):
 
 
 # ---------------------------------------------------------------------------
+# fit(): the running CallbackList, the fit frame, the train function.
+# ---------------------------------------------------------------------------
+
+
+def dispatching_callback_list(callback: Any) -> Any:
+    """The `keras.callbacks.CallbackList` dispatching `callback`'s current hook.
+
+    Keras does not hand a callback its siblings; `fit()`'s CallbackList is the
+    `self` of the CallbackList method on the call stack (its hooks loop over
+    `self.callbacks`). Returns `None` when there is none (a hook called
+    directly, as in unit tests).
+    """
+    codes = _callback_list_codes()
+    frame = sys._getframe(1)
+    try:
+        for _ in range(32):
+            if frame is None:
+                return None
+            if frame.f_code in codes:
+                owner = frame.f_locals.get("self")
+                if isinstance(owner, keras.callbacks.CallbackList) and any(
+                        c is callback for c in owner.callbacks):
+                    return owner
+            frame = frame.f_back
+        return None
+    finally:
+        del frame
+
+
+def _callback_list_codes() -> set[Any]:
+    cls = keras.callbacks.CallbackList
+    return {f.__code__ for f in vars(cls).values() if inspect.isfunction(f)}
+
+
+class FrameToken:
+    """Identifies a running `fit()` call without keeping its frame alive."""
+
+    __slots__ = ("frame_id", "code")
+
+    def __init__(self, frame: Any):
+        self.frame_id, self.code = id(frame), frame.f_code
+
+    def running(self) -> bool:
+        """Whether that `fit()` is still on the current thread's call stack."""
+        frame = sys._getframe(1)
+        try:
+            while frame is not None:
+                if id(frame) == self.frame_id and frame.f_code is self.code:
+                    return True
+                frame = frame.f_back
+            return False
+        finally:
+            del frame
+
+
+def fit_frame(model: Any) -> FrameToken | None:
+    """The innermost running `model.fit(...)` call on the stack (Keras' trainer
+    `fit` is a method named `fit` whose `self` is the model)."""
+    frame = sys._getframe(1)
+    try:
+        while frame is not None:
+            if frame.f_code.co_name == "fit" and frame.f_locals.get("self") is model:
+                return FrameToken(frame)
+            frame = frame.f_back
+        return None
+    finally:
+        del frame
+
+
+def train_function(model: Any) -> Any:
+    """`model.train_function`: what `fit()` calls for every step (read anew each step)."""
+    return model.__dict__.get("train_function", getattr(model, "train_function", None))
+
+
+def set_train_function(model: Any, function: Any) -> None:
+    """Sets `model.train_function` (fit() looks it up at every step)."""
+    object.__setattr__(model, "train_function", function)
+
+
+def rebuild_train_function(model: Any) -> Any:
+    """`model.make_train_function(force=True)`: a new function, traced lazily
+    (Keras stores it as `model.train_function`; it returns it on some backends)."""
+    model.make_train_function(force=True)
+    return model.train_function
+
+
+def set_instance_attribute(obj: Any, name: str, value: Any) -> None:
+    """Sets an attribute on one Keras object, bypassing Keras' attribute tracking."""
+    object.__setattr__(obj, name, value)
+
+
+def del_instance_attribute(obj: Any, name: str) -> None:
+    """Removes an attribute set by `set_instance_attribute`."""
+    object.__delattr__(obj, name)
+
+
+def default_hook(callback: Any, name: str) -> Any:
+    """Keras' no-op `Callback.<name>` bound to `callback`: `CallbackList`
+    recognises it (the `_is_default` marker) as "no batch hook", and then
+    skips per-batch work (and dispatches asynchronously where it can)."""
+    return getattr(keras.callbacks.Callback, name).__get__(callback)
+
+
+def is_default_hook(method: Any) -> bool:
+    """Whether `method` is one of Keras' no-op `Callback` hooks."""
+    return bool(getattr(method, "_is_default", False))
+
+
+# ---------------------------------------------------------------------------
+# Optimizer internals read by the callbacks (learning rate, accumulation,
+# clipping, wrappers).
+# ---------------------------------------------------------------------------
+
+
+def learning_rate_slot(optimizer: Any) -> Any:
+    """What the optimizer holds as its learning rate (`_learning_rate`): a
+    variable, a `LearningRateSchedule` or a callable."""
+    return optimizer._learning_rate
+
+
+def set_learning_rate_slot(optimizer: Any, value: Any) -> None:
+    """Replaces `_learning_rate` without Keras' setter, which would untrack the
+    optimizer's learning-rate variable (and so change what checkpoints hold)."""
+    object.__setattr__(optimizer, "_learning_rate", value)
+
+
+def raw_iterations(optimizer: Any) -> Any:
+    """The batch counter (`_iterations`): under gradient accumulation it
+    counts batches, where the public `iterations` counts real updates."""
+    return optimizer._iterations
+
+
+def accumulated_gradient(optimizer: Any, variable: Any) -> Any:
+    """The gradient accumulator of `variable` (`gradient_accumulation_steps`)."""
+    return optimizer._accumulated_gradients[optimizer._get_variable_index(variable)]
+
+
+def clip_gradients(optimizer: Any, grads: list[Any]) -> list[Any]:
+    """The optimizer's own clipping (`clipnorm`, `clipvalue`, `global_clipnorm`)."""
+    return optimizer._clip_gradients(grads)
+
+
+def built_variables(optimizer: Any) -> list[Any]:
+    """The variables the optimizer was built on (`_trainable_variables`)."""
+    return list(optimizer._trainable_variables)
+
+
+def inner_optimizers(optimizer: Any) -> list[Any]:
+    """The optimizers that really apply updates, unwrapping wrappers.
+
+    A wrapper exposes its inner optimizer as `inner_optimizer` (Keras'
+    `LossScaleOptimizer`, keras_trainkit's `Lookahead`); a `MultiOptimizer`
+    (and keras_trainkit's `DiscriminativeOptimizer`) lists its sub-optimizers
+    in `optimizers`. Public attributes both; kept here as the one place that
+    knows the convention.
+    """
+    while getattr(optimizer, "inner_optimizer", None) is not None:
+        optimizer = optimizer.inner_optimizer
+    if isinstance(optimizer, keras.optimizers.MultiOptimizer):
+        return [o for inner in optimizer.optimizers for o in inner_optimizers(inner)]
+    return [optimizer]
+
+
+def core_optimizer(optimizer: Any) -> Any:
+    """The single optimizer whose clipping and accumulation apply, or `None`
+    for a `MultiOptimizer` (each sub-optimizer has its own)."""
+    while getattr(optimizer, "inner_optimizer", None) is not None:
+        optimizer = optimizer.inner_optimizer
+    return None if isinstance(optimizer, keras.optimizers.MultiOptimizer) else optimizer
+
+
+def loss_scale_optimizer(optimizer: Any) -> Any:
+    """The `LossScaleOptimizer` among `optimizer` and its wrapped ones, or `None`."""
+    while optimizer is not None:
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            return optimizer
+        optimizer = getattr(optimizer, "inner_optimizer", None)
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Layers and MultiOptimizer internals (fine-tuning).
+# ---------------------------------------------------------------------------
+
+
+def flatten_layers(layer: Any, include_self: bool = True) -> list[Any]:
+    """`layer` and all its sublayers, recursively (Keras' `_flatten_layers`)."""
+    return list(layer._flatten_layers(include_self=include_self))
+
+
+class SubsetMultiOptimizer(keras.optimizers.MultiOptimizer):
+    """Keras' `MultiOptimizer` with the two internals fine-tuning needs.
+
+    - `build_with(var_list, optimizer_of)`: builds with `optimizer_of(var)`
+      choosing each variable's sub-optimizer (Keras' build reads its
+      `_optimizer_map`).
+    - `apply` accepts a subset of the variables it was built on (Keras'
+      requires a gradient for every one), dispatching through Keras'
+      variable-to-optimizer index.
+    """
+
+    def optimizer_map(self) -> Any:
+        """The `OptimizerMap` the optimizer was created with."""
+        return self._optimizer_map
+
+    def build_with(self, var_list: list[Any], optimizer_of: Any) -> None:
+        """Builds on `var_list`, with `optimizer_of(variable)` picking each sub-optimizer."""
+        optimizer_map = self._optimizer_map
+        object.__setattr__(self, "_optimizer_map", optimizer_of)
+        try:
+            keras.optimizers.MultiOptimizer.build(self, var_list)
+        finally:
+            object.__setattr__(self, "_optimizer_map", optimizer_map)
+
+    def apply(self, grads, trainable_variables=None):
+        if trainable_variables is None or not self.built:
+            return super().apply(grads, trainable_variables)
+        trainable_variables = list(trainable_variables)
+        if len(trainable_variables) == len(self._trainable_variables_indices):
+            return super().apply(grads, trainable_variables)
+        if len(grads) == 0:
+            return
+        self._check_variables_are_known(trainable_variables)
+        per_optimizer: list[list[Any]] = [[] for _ in self._inner_optimizers]
+        for grad, var in zip(grads, trainable_variables):
+            per_optimizer[self._var_to_optimizer_idx[self._var_key(var)]].append((grad, var))
+        for optimizer, pairs in zip(self._inner_optimizers, per_optimizer):
+            if pairs:
+                optimizer.apply([g for g, _ in pairs], [w for _, w in pairs])
+        self._iterations.assign_add(1)
+
+
+def optimizer_map_entry(optimizer_map: Any, key: str) -> Any:
+    """The optimizer stored under `key` in a `keras.optimizers.OptimizerMap`."""
+    return optimizer_map._optimizer_map[key]
+
+
+# ---------------------------------------------------------------------------
+# TensorBoard: Keras' callback without per-batch work, epoch scalars as records.
+# ---------------------------------------------------------------------------
+
+
+def tensorboard_train_dir(callback: Any) -> str:
+    """The `train` run directory of a `keras.callbacks.TensorBoard`."""
+    return os.fspath(getattr(callback, "_train_dir", os.path.join(callback.log_dir, "train")))
+
+
+class TensorBoardHooks(keras.callbacks.TensorBoard):
+    """Keras' TensorBoard with its epoch scalars handed to `write_scalars`.
+
+    Subclasses implement `write_scalars(run_dir, scalars, step)`. Internals
+    used: `_should_trace`, `_should_write_train_graph`,
+    `_write_keras_model_train_graph`, `_log_epoch_metrics` (overridden),
+    `_collect_learning_rate`, `_compute_steps_per_second`, `_train_dir`,
+    `_val_dir`, `_pop_writer`.
+    """
+
+    def traces_batches(self) -> bool:
+        """Whether the profiler is set to trace some batches (`profile_batch`)."""
+        return bool(self._should_trace)
+
+    def write_train_graph_once(self) -> None:
+        """Writes the train graph now if Keras has not yet (it does after the first batch)."""
+        if self._should_write_train_graph:
+            self._write_keras_model_train_graph()
+            self._should_write_train_graph = False
+
+    def write_scalars(self, run_dir: str, scalars: dict[str, float], step: int) -> None:
+        raise NotImplementedError
+
+    def _log_epoch_metrics(self, epoch, logs):  # Keras internal: the epoch scalars
+        if not logs:
+            return
+        train_logs = {k: v for k, v in logs.items() if not k.startswith("val_")}
+        val_logs = {k[4:]: v for k, v in logs.items() if k.startswith("val_")}
+        train_logs = self._collect_learning_rate(train_logs)
+        if self.write_steps_per_second:
+            train_logs["steps_per_second"] = self._compute_steps_per_second()
+        self.write_scalars(os.fspath(self._train_dir), {f"epoch_{k}": v for k, v in train_logs.items()}, epoch)
+        self.write_scalars(os.fspath(self._val_dir), {f"epoch_{k}": v for k, v in val_logs.items()}, epoch)
+
+    def on_test_end(self, logs=None):
+        optimizer = self.model.optimizer
+        if logs and optimizer is not None and hasattr(optimizer, "iterations"):
+            step = int(keras.ops.convert_to_numpy(optimizer.iterations))
+            self.write_scalars(os.fspath(self._val_dir),
+                               {f"evaluation_{k}_vs_iterations": v for k, v in logs.items()}, step)
+        self._pop_writer()
+
+
+# ---------------------------------------------------------------------------
 # Metrics, EMA and monitoring (EarlyStopping).
 # ---------------------------------------------------------------------------
 
@@ -104,3 +398,65 @@ def monitor_callback_class() -> type:
     from keras.src.callbacks.monitor_callback import MonitorCallback
 
     return MonitorCallback
+
+
+# ---------------------------------------------------------------------------
+# lr_find: swapping the optimizer's learning rate for the range test.
+# ---------------------------------------------------------------------------
+
+
+def learning_rate_object(optimizer: Any) -> Any:
+    """What `optimizer.learning_rate` evaluates (Keras' `_learning_rate`): the
+    float's variable, a `LearningRateSchedule` of `iterations`, or a callable."""
+    return optimizer._learning_rate
+
+
+def set_learning_rate_object(optimizer: Any, value: Any) -> None:
+    """Sets Keras' `_learning_rate` to `value` (a schedule, or the object read
+    by `learning_rate_object`) without the public setter: given a schedule,
+    the setter untracks the optimizer's learning-rate variable (changing
+    `optimizer.variables` and checkpoints), and it cannot put a variable back
+    in place of a schedule."""
+    object.__setattr__(optimizer, "_learning_rate", value)
+
+
+# ---------------------------------------------------------------------------
+# EarlyStopping: Keras' MonitorCallback as a base class.
+# ---------------------------------------------------------------------------
+
+
+class MonitorCallbackBase(monitor_callback_class()):
+    """Keras' `MonitorCallback` (not exported), its private steps behind
+    public names.
+
+    `MonitorCallback.__init__(monitor, mode, baseline, min_delta)` sets
+    `monitor`, `mode`, `best = baseline`, `min_delta = abs(min_delta)` and
+    `monitor_op = None`; it *warns* on an unknown `mode`, so validate first.
+    Subclasses use:
+
+    - `resolve_monitor_op()` (Keras' `_set_monitor_op`): sets `monitor_op` to
+      `keras.ops.less` (mode `"min"`; `"auto"` with a `loss` monitor or a
+      compiled metric of that name declaring direction `"down"`) or
+      `keras.ops.greater`, and negates `min_delta` with `ops.less`; raises a
+      `ValueError` in `"auto"` mode when it finds no direction.
+    - `reset_monitor_op()`: undoes it, to resolve again in the next `fit()`.
+    - `is_improvement(value, reference)`: Keras' `_is_improvement`, i.e.
+      `reference is None or monitor_op(value - min_delta, reference)`;
+      override it to change the rule (Keras' `_is_improvement` calls it).
+    """
+
+    def resolve_monitor_op(self) -> None:
+        """Sets `monitor_op` and the sign of `min_delta` (see the class doc)."""
+        self._set_monitor_op()
+
+    def reset_monitor_op(self) -> None:
+        """`monitor_op = None` and `min_delta >= 0`, as after `__init__`."""
+        self.monitor_op = None
+        self.min_delta = abs(self.min_delta)
+
+    def is_improvement(self, value: Any, reference: Any) -> bool:
+        """Whether `value` improves on `reference` (Keras' rule)."""
+        return bool(super()._is_improvement(value, reference))
+
+    def _is_improvement(self, monitor_value, reference_value):  # Keras internal
+        return self.is_improvement(monitor_value, reference_value)

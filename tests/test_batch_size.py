@@ -7,7 +7,6 @@ through it, so the accounting is exact and independent of the wrapper.
 
 import copy
 import math
-import types
 import warnings
 
 import keras
@@ -168,10 +167,6 @@ def test_without_a_scheduler_it_reshuffles_each_epoch_at_a_fixed_size():
 
 
 # -- the callback without fit() -----------------------------------------------------------
-def stub(optimizer):
-    return types.SimpleNamespace(optimizer=optimizer)
-
-
 def test_clamps_and_learning_rate_factors():
     data = C.ScheduledBatches(np.zeros((N, 1)), batch_size=8)
     cb = C.BatchSizeScheduler(lambda e: [3, 8, 40, 1e6][e], data, min_batch_size=4, lr_scaling="sqrt")
@@ -183,11 +178,29 @@ def test_clamps_and_learning_rate_factors():
     assert [cb.learning_rate_factor_at(e) for e in range(4)] == [0.5, 1.0, 2.0, 2.0]
 
 
-def test_coupling_rescales_relative_to_the_factor_in_effect():
+def compiled(optimizer):
+    """A built model on `optimizer` (the scheduler's session needs a real model)."""
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer, "mse")
+    return model
+
+
+def drive(cb, optimizer):
+    """Starts `cb` on a model of `optimizer` outside fit() (hooks driven directly)."""
+    model = compiled(optimizer)
+    cb.set_model(model)
+    cb.on_train_begin()
+    return model
+
+
+def test_coupling_multiplies_the_rate_by_the_epoch_factor():
+    """The factor is a term of the rate the step computes, set absolutely from
+    the epoch (never relative to a factor remembered somewhere), and nothing of
+    it stays in the optimizer once training ends."""
     opt = keras.optimizers.SGD(0.1)
     data = C.ScheduledBatches(np.zeros((N, 1)), batch_size=8)
     cb = C.BatchSizeScheduler(S.BatchSizeIncrease(8, factor=2, step_size=1), data, lr_scaling="linear")
-    cb.set_model(stub(opt))
+    drive(cb, opt)
     for epoch, expected in [(0, 0.1), (1, 0.2), (2, 0.4), (3, 0.8), (0, 0.1), (2, 0.4)]:
         cb.on_epoch_begin(epoch)
         assert float(opt.learning_rate) == pytest.approx(expected, rel=1e-6)
@@ -195,43 +208,54 @@ def test_coupling_rescales_relative_to_the_factor_in_effect():
     logs = {}
     cb.on_epoch_end(2, logs)
     assert logs == {"batch_size": 32}
-    # Another scheduler on the same optimizer continues from the factor in effect (4).
+    cb.on_train_end()
+    assert isinstance(opt._learning_rate, keras.Variable)
+    assert float(opt.learning_rate) == pytest.approx(0.1)
+    # Another scheduler on the same optimizer applies its own epoch's factor.
     other = C.BatchSizeScheduler(S.BatchSizeIncrease(8, factor=2, step_size=1), data, lr_scaling="linear")
-    other.set_model(stub(opt))
+    drive(other, opt)
     other.on_epoch_begin(1)
     assert float(opt.learning_rate) == pytest.approx(0.2, rel=1e-6)
+    other.on_train_end()
 
 
 def test_smith_increase_decays_the_rate_past_its_cap_without_lr_scaling():
     opt = keras.optimizers.SGD(0.1)
     data = C.ScheduledBatches(np.zeros((1000, 1)), batch_size=10)
     cb = C.BatchSizeScheduler(S.BatchSizeIncrease(10, factor=5, step_size=1, max_batch_size=100), data)
-    cb.set_model(stub(opt))
+    drive(cb, opt)
     rates = []
     for epoch in range(4):
         cb.on_epoch_begin(epoch)
         rates.append(float(opt.learning_rate))
+    cb.on_train_end()
     assert [cb.batch_sizes[e] for e in range(4)] == [10, 50, 100, 100]
     np.testing.assert_allclose(rates, [0.1, 0.1, 0.1 * 100 / 250, 0.1 * 100 / 1250], rtol=1e-6)
 
 
-def test_coupling_reaches_every_sub_optimizer_and_refuses_compiled_schedules():
+def test_coupling_reaches_every_sub_optimizer_and_compiled_schedules():
     a, b = keras.optimizers.SGD(0.1), keras.optimizers.Adam(0.01)
     multi = keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(a, {"x/.*": b}))
     data = C.ScheduledBatches(np.zeros((N, 1)), batch_size=8)
     cb = C.BatchSizeScheduler(lambda e: 8 * (e + 1), data, lr_scaling="linear")
-    cb.set_model(stub(multi))
+    drive(cb, multi)
     cb.on_epoch_begin(2)
     assert float(a.learning_rate) == pytest.approx(0.3) and float(b.learning_rate) == pytest.approx(0.03)
-    cb.set_model(stub(keras.optimizers.SGD(keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5))))
-    with pytest.raises(ValueError, match="LearningRateSchedule"):
-        cb.on_epoch_begin(1)
+    cb.on_train_end()
+    # An optimizer compiled with a schedule: the factor multiplies the schedule.
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)
+    opt = keras.optimizers.SGD(schedule)
+    drive(cb, opt)
+    cb.on_epoch_begin(1)
+    assert float(opt.learning_rate) == pytest.approx(0.2)
+    cb.on_train_end()
+    assert opt._learning_rate is schedule
 
 
 def test_deepcopy_shares_the_data():
     data = _data()
     cb = C.BatchSizeScheduler(S.BatchSizeDecay(8, 2), data)
-    cb.set_model(stub(keras.optimizers.SGD()))
+    cb.set_model(compiled(keras.optimizers.SGD()))
     clone = copy.deepcopy(cb)
     assert clone.data is data and clone.schedule == cb.schedule and clone.schedule is not cb.schedule
     assert clone.model is None

@@ -80,7 +80,9 @@ def test_lr_callbacks_and_early_stopping_on_torch(tmp_path):
     np.testing.assert_allclose(out["history"]["learning_rate"],
                                schedule(last) * 0.5 ** np.maximum(last // 6 - 1, 0), rtol=1e-6)
     assert out["history"]["best_epoch"][-1] == int(np.argmin(out["history"]["loss"]))
-    assert out["own_rate"] == pytest.approx(0.05)  # the optimizer's own variable is left alone
+    # The reductions live in the optimizer's own rate variable (checkpoints carry
+    # it); the one at the end of epoch 4 does not happen: the rate is 0 there.
+    assert out["own_rate"] == pytest.approx(0.05 * 0.5 ** 2)
 
     from tensorboard.backend.event_processing import event_accumulator
 
@@ -93,4 +95,4 @@ def test_lr_callbacks_and_early_stopping_on_torch(tmp_path):
     assert list(tb_steps) == list(range(1, 25))
     np.testing.assert_allclose(values, schedule(tb_steps - 1) * 0.5 ** np.maximum((tb_steps - 1) // 6 - 1, 0),
                                rtol=1e-6)
-    assert out["grad_norm"] == "GradientNormLogger runs on the tensorflow backend."
+    assert out["grad_norm"].startswith("GradientNormLogger measures inside TensorFlow's graph")

@@ -144,8 +144,11 @@ def test_reduce_lr_on_plateau_scales_the_schedule():
     reductions = np.maximum(steps // 6 - 1, 0)  # at the end of epochs 2 and 3
     expected = S.PolynomialDecay(0.05, 30, 0.0)(steps) * 0.5 ** reductions
     np.testing.assert_allclose(rec.rates, expected, rtol=1e-5)
-    # The optimizer's own variable (what a checkpoint stores) is untouched.
-    assert float(model.optimizer._learning_rate.numpy()) == pytest.approx(0.05)
+    # The reductions (at the ends of epochs 2, 3 and 4) live in the optimizer's
+    # own rate variable (what checkpoints and model.save store), which the
+    # schedule reads as its base.
+    assert float(model.optimizer._learning_rate.numpy()) == pytest.approx(0.05 * 0.5 ** 3)
+    assert isinstance(model.optimizer._learning_rate, keras.Variable)
 
 
 @pytest.mark.parametrize("plateau_first", [False, True])

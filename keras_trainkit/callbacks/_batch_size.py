@@ -25,7 +25,6 @@ this Keras behaviour (and what a plain changing `__len__` does).
 
 from __future__ import annotations
 
-import copy
 import math
 import numbers
 import operator
@@ -37,11 +36,8 @@ import numpy as np
 from keras import ops
 
 from keras_trainkit import _validation as v
-from keras_trainkit.callbacks import _train_hooks
-from keras_trainkit.callbacks._lr_control import RateController
-
-_FACTOR_ATTR = {"own": "_keras_trainkit_batch_size_lr_factor",
-                "controller": "_keras_trainkit_batch_size_lr_factor_scheduled"}
+from keras_trainkit.callbacks import _lr_control
+from keras_trainkit.callbacks._session import Participant, Session
 
 
 class _BatchCount:
@@ -256,7 +252,7 @@ class ScheduledBatches(keras.utils.PyDataset):
             self._source.on_epoch_end()
 
 
-class BatchSizeScheduler(keras.callbacks.Callback):
+class BatchSizeScheduler(Participant):
     """Changes the batch size at epoch boundaries, optionally coupling the rate.
 
     At the start of epoch `e` the batch size becomes
@@ -271,26 +267,23 @@ class BatchSizeScheduler(keras.callbacks.Callback):
     a bad configuration (`min_batch_size > max_batch_size`, ...) raises
     `ValueError`.
 
-    Learning-rate coupling (`lr_scaling`) multiplies the optimizer's rate at
-    each epoch boundary by
+    Learning-rate coupling (`lr_scaling`) multiplies the rate of every update
+    of epoch `e` by
 
     ```
     f_e = s(b_e / b_ref) * schedule.learning_rate_factor(e)
     s(r) = r (linear) | sqrt(r) (sqrt) | 1 (None)
     ```
 
-    relative to the base rate (`b_ref = base_batch_size`, by default the
-    clamped `schedule(0)`; the schedule factor is 1 except for
-    `schedules.BatchSizeIncrease` past its `max_batch_size`). It is applied by
-    assigning `optimizer.learning_rate`, once per epoch and per optimizer
-    (each sub-optimizer of a `MultiOptimizer`). Under keras_trainkit's
-    learning-rate callbacks that assignment rescales their schedule, so the rate
-    at update `t` of epoch `e` is `schedule(t) * f_e`, still evaluated per update
-    in the train step; with a float rate the optimizer's variable is set to
-    `base * f_e`. Like `ReduceLROnPlateau`'s reductions, the factor stays in
-    the optimizer after `fit()`; the factor in effect is remembered on the
-    optimizer, so another `fit()` applies the next one relative to it. If the
-    rate is exactly 0 at a boundary the new factor is applied at the next one.
+    (`b_ref = base_batch_size`, by default the clamped `schedule(0)`; the
+    schedule factor is 1 except for `schedules.BatchSizeIncrease` past its
+    `max_batch_size`). The factor is a term of the rate computed inside the
+    train step, next to keras_trainkit's learning-rate callbacks (the rate at
+    update `t` of epoch `e` is `schedule(t) * f_e`) or the optimizer's own
+    rate (`rate * f_e`), for each optimizer (each sub-optimizer of a
+    `MultiOptimizer`). It is a function of the epoch, set at each epoch start:
+    a run resumed by `BackupAndRestore` sets it again, so it is never applied
+    twice, and nothing of it stays in the optimizer after `fit()`.
 
     Logs: `batch_size` is added to the epoch logs (History).
 
@@ -363,9 +356,16 @@ class BatchSizeScheduler(keras.callbacks.Callback):
         own = getattr(self.schedule, "learning_rate_factor", None)
         return scale * (float(own(epoch)) if own is not None else 1.0)
 
+    @property
+    def _lr_role(self) -> str | None:
+        """`"factor"` when this callback scales the learning rate (see `_lr_control`)."""
+        scales = self.lr_scaling is not None or getattr(self.schedule, "learning_rate_factor", None) is not None
+        return "factor" if scales else None
+
+    _shared_attributes = ("data",)  # copies share it: it is what fit() iterates
+
     # -- hooks ---------------------------------------------------------------------
-    def on_train_begin(self, logs=None):
-        self.batch_sizes = {}
+    def _check(self, session):
         steps = (self.params or {}).get("steps")
         if steps is not None and not (isinstance(steps, _BatchCount) and steps._data is self.data):
             raise ValueError(
@@ -373,14 +373,18 @@ class BatchSizeScheduler(keras.callbacks.Callback):
                 "(`model.fit(data, ...)`) without `steps_per_epoch`; it got other data or a fixed "
                 f"number of steps. Received: steps={steps!r}")
 
+    def on_train_begin(self, logs=None):
+        Session.begin(self)
+        self.batch_sizes = {}
+
     def on_epoch_begin(self, epoch, logs=None):
         size = self.batch_size_at(epoch)
         self.data.configure(epoch, size)
         self.batch_sizes[epoch] = size
         factor = self.learning_rate_factor_at(epoch)
-        if self.model is not None and (self.lr_scaling is not None or factor != 1.0):
-            for optimizer in _train_hooks.target_optimizers(self.model):
-                _rescale(optimizer, factor)
+        if self.model is not None:
+            for controller in _lr_control.controllers(self.model):
+                controller.set_factor(factor)
         if self.verbose:
             print(f"\nEpoch {epoch + 1}: batch size {size} ({len(self.data)} batches), "
                   f"learning-rate factor {factor:.6g}")
@@ -388,42 +392,3 @@ class BatchSizeScheduler(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and epoch in self.batch_sizes:
             logs["batch_size"] = self.batch_sizes[epoch]
-
-    def __deepcopy__(self, memo):
-        """Copies the configuration; shares `data` (it is what fit() iterates)."""
-        clone = self.__class__.__new__(self.__class__)
-        memo[id(self)] = clone
-        for key, value in self.__dict__.items():
-            if key in ("_model", "params"):
-                clone.__dict__[key] = None
-            elif key == "data":
-                clone.__dict__[key] = value
-            else:
-                clone.__dict__[key] = copy.deepcopy(value, memo)
-        return clone
-
-
-def _rescale(optimizer: keras.optimizers.Optimizer, factor: float) -> None:
-    """Makes the rate `base * factor`, by assigning `optimizer.learning_rate`.
-
-    The factor in effect is remembered per store of the rate: the optimizer's own
-    variable, or the scale of keras_trainkit's rate controller (which persists
-    on the optimizer across `fit()` calls).
-    """
-    rate = optimizer._learning_rate
-    store = "controller" if isinstance(rate, RateController) else "own"
-    if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
-        raise ValueError(
-            "BatchSizeScheduler(lr_scaling=...) needs to rescale the learning rate, but optimizer "
-            f"{optimizer.name!r} was compiled with a LearningRateSchedule, which Keras does not "
-            "let anything rescale. Compile with a float rate and drive the schedule with "
-            "keras_trainkit.callbacks.LearningRateSchedule(schedule) in the same fit(). "
-            f"Received: learning_rate={rate!r}")
-    applied = optimizer.__dict__.get(_FACTOR_ATTR[store], 1.0)
-    if factor == applied:
-        return
-    current = float(ops.convert_to_numpy(optimizer.learning_rate))
-    if current == 0.0:  # nothing to scale now; retried at the next epoch
-        return
-    optimizer.learning_rate = current * factor / applied
-    object.__setattr__(optimizer, _FACTOR_ATTR[store], factor)

@@ -27,20 +27,21 @@ What this relies on in Keras 3.15 (TensorFlow backend)
 from __future__ import annotations
 
 import contextlib
-import copy
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import keras
 
+from keras_trainkit import _keras_hooks as hooks
 from keras_trainkit import _validation as v
+from keras_trainkit.callbacks._session import Participant, Session
 
 _MultiOptimizer = keras.optimizers.MultiOptimizer
 
 
 @keras.saving.register_keras_serializable(package="keras_trainkit")
-class DiscriminativeOptimizer(_MultiOptimizer):
+class DiscriminativeOptimizer(hooks.SubsetMultiOptimizer):
     """Keras' `MultiOptimizer` with one sub-optimizer per group of variables.
 
     Build it with `discriminative_optimizer()`. Two differences from Keras'
@@ -82,12 +83,12 @@ class DiscriminativeOptimizer(_MultiOptimizer):
     def group_optimizer(self, group: int) -> keras.optimizers.Optimizer:
         """The sub-optimizer of group `group` (0 is the default optimizer)."""
         if group == 0:
-            return self._optimizer_map.default_optimizer
-        return self._optimizer_map._optimizer_map[f"group{group}"]
+            return self.optimizer_map().default_optimizer
+        return hooks.optimizer_map_entry(self.optimizer_map(), f"group{group}")
 
     @property
     def num_groups(self) -> int:
-        return len(self._optimizer_map) + 1
+        return len(self.optimizer_map()) + 1
 
     @property
     def group_learning_rates(self) -> list[float]:
@@ -110,31 +111,9 @@ class DiscriminativeOptimizer(_MultiOptimizer):
         var_list = list(var_list)
         groups = self._groups_for(var_list)
         targets = {id(w): self.group_optimizer(g) for w, g in zip(var_list, groups)}
-        optimizer_map = self._optimizer_map
-        object.__setattr__(self, "_optimizer_map", lambda w: targets[id(w)])
-        try:
-            super().build(var_list)
-        finally:
-            object.__setattr__(self, "_optimizer_map", optimizer_map)
+        self.build_with(var_list, lambda w: targets[id(w)])
         _plain(self, "_group_of", groups)
         _plain(self, "_variable_paths", [w.path for w in var_list])
-
-    def apply(self, grads, trainable_variables=None):
-        if trainable_variables is None or not self.built:
-            return super().apply(grads, trainable_variables)
-        trainable_variables = list(trainable_variables)
-        if len(trainable_variables) == len(self._trainable_variables_indices):
-            return super().apply(grads, trainable_variables)
-        if len(grads) == 0:
-            return
-        self._check_variables_are_known(trainable_variables)
-        per_optimizer: list[list[Any]] = [[] for _ in self._inner_optimizers]
-        for grad, var in zip(grads, trainable_variables):
-            per_optimizer[self._var_to_optimizer_idx[self._var_key(var)]].append((grad, var))
-        for optimizer, pairs in zip(self._inner_optimizers, per_optimizer):
-            if pairs:
-                optimizer.apply([g for g, _ in pairs], [w for _, w in pairs])
-        self._iterations.assign_add(1)
 
     def get_config(self):
         return {**super().get_config(), "group_of": self._group_of,
@@ -164,7 +143,7 @@ def _match_paths(var_list, paths: list[str], group_of: list[int]) -> list[int]:
 
 # -- groups of layers ---------------------------------------------------------------
 def _find_layer(model: keras.Model, name: str) -> keras.layers.Layer:
-    for layer in model._flatten_layers(include_self=False):
+    for layer in hooks.flatten_layers(model, include_self=False):
         if layer.name == name:
             return layer
     raise ValueError(
@@ -216,7 +195,7 @@ def _all_trainable(layers: Sequence[keras.layers.Layer]) -> Iterator[None]:
     """Temporarily sets `trainable=True` on `layers`, then restores every flag."""
     flat = []
     for layer in layers:
-        flat.extend(layer._flatten_layers(include_self=True))
+        flat.extend(hooks.flatten_layers(layer, include_self=True))
     saved_layers = [(layer, layer.trainable) for layer in flat]
     saved_vars = [(w, w.trainable) for layer in flat for w in layer.weights]
     try:
@@ -304,11 +283,11 @@ def discriminative_optimizer(model: keras.Model, optimizer: Any, groups: Sequenc
         raise ValueError(
             "Argument `optimizer` must be a single Keras optimizer (not a MultiOptimizer or "
             f"LossScaleOptimizer). Received: optimizer={optimizer!r}")
-    if not isinstance(optimizer._learning_rate, keras.Variable):
+    if not isinstance(hooks.learning_rate_slot(optimizer), keras.Variable):
         raise ValueError(
             "Argument `optimizer` must have a float learning rate (drive schedules with a "
             "keras_trainkit learning-rate callback). Received: "
-            f"learning_rate={optimizer._learning_rate!r}")
+            f"learning_rate={hooks.learning_rate_slot(optimizer)!r}")
     if groups is None:
         groups = [layer for layer in reversed(model.layers) if layer.weights]
     groups = _check_groups(groups)
@@ -347,7 +326,7 @@ def discriminative_optimizer(model: keras.Model, optimizer: Any, groups: Sequenc
 
 
 # -- gradual unfreezing -----------------------------------------------------------------
-class GradualUnfreezing(keras.callbacks.Callback):
+class GradualUnfreezing(Participant):
     """Unfreezes groups of layers one after another inside a single `fit()`.
 
     At the start of training every group whose time has not come is frozen
@@ -438,21 +417,45 @@ class GradualUnfreezing(keras.callbacks.Callback):
         self._frozen: list[bool] = []
 
     # -- hooks ------------------------------------------------------------------------
+    _runtime_attributes = ("_layers",)
+    _shared_attributes = ("groups",)  # layers given as objects are shared, never copied
+
+    def _check(self, session):
+        _check_optimizer(self.model)
+        _group_variables(_resolve_groups(self.model, self.groups))
+
     def on_train_begin(self, logs=None):
+        Session.begin(self)
         model = self.model
         self._layers = _resolve_groups(model, self.groups)
-        variables = _group_variables(self._layers)
-        self._build_optimizer(model, variables)
+        self._build_optimizer(model, _group_variables(self._layers))
         self.unfrozen_at = {}
+        self._frozen = [False] * len(self._layers)
+
+    def _attach(self, session):
+        """Freezes the groups whose time has not come (undone if the fit fails;
+        the flags reached stay when it ends normally)."""
+        model = self.model
+        flat = [sub for layers in self._layers for layer in layers
+                for sub in hooks.flatten_layers(layer, include_self=True)]
+        saved = [(layer, layer.trainable) for layer in flat]
+        saved_vars = [(w, w.trainable) for layer in flat for w in layer.weights]
+
+        def restore():
+            for layer, flag in saved:  # parents come before their children
+                _set_trainable(layer, flag)
+            for w, flag in saved_vars:
+                w.trainable = flag
+
+        session.on_undo(restore, on_success=False)
+        session.rebuild_train_function_on_close = True
         position = 0 if self.unit == "epoch" else int(model.optimizer.iterations)
-        self._frozen = [True] * len(self._layers)
         for i, layers in enumerate(self._layers):
             for layer in layers:
                 _set_trainable(layer, self.unfreeze_at[i] <= position)
             self._frozen[i] = self.unfreeze_at[i] > position
             if not self._frozen[i]:
                 self.unfrozen_at[i] = position
-        model.make_train_function(force=True)
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.unit == "epoch":
@@ -476,30 +479,23 @@ class GradualUnfreezing(keras.callbacks.Callback):
                 self.unfrozen_at[i] = position
                 changed.append(i)
         if changed:
-            self.model.make_train_function(force=True)
+            session = Session.of(self.model)
+            if session is not None:
+                session.retrace()
+            else:
+                self.model.make_train_function(force=True)
             if self.verbose:
                 names = "; ".join(", ".join(layer.name for layer in self._layers[i]) for i in changed)
                 print(f"\nGradualUnfreezing: {self.unit} {position}: unfroze {names}")
 
     def _build_optimizer(self, model: keras.Model, group_vars: list[list[Any]]) -> None:
-        optimizer = getattr(model, "optimizer", None)
-        if optimizer is None:
-            raise ValueError("GradualUnfreezing needs a compiled model (with an optimizer).")
-        inner = optimizer
-        while hasattr(inner, "inner_optimizer"):
-            inner = inner.inner_optimizer
-        if isinstance(inner, _MultiOptimizer) and not isinstance(inner, DiscriminativeOptimizer):
-            raise ValueError(
-                "GradualUnfreezing cannot train with keras.optimizers.MultiOptimizer, whose "
-                "apply() needs a gradient for every variable it was built on; build per-group "
-                "optimizers with keras_trainkit.callbacks.discriminative_optimizer() instead. "
-                f"Received: optimizer={inner!r}")
+        optimizer = _check_optimizer(model)
         with _all_trainable([layer for layers in self._layers for layer in layers]):
             everything = list(model.trainable_variables)
         if not optimizer.built:
             optimizer.build(everything)
             return
-        known = {id(w) for w in optimizer._trainable_variables}
+        known = {id(w) for w in hooks.built_variables(optimizer)}
         missing = [w.path for ws in group_vars for w in ws if id(w) not in known]
         if missing:
             raise ValueError(
@@ -508,15 +504,18 @@ class GradualUnfreezing(keras.callbacks.Callback):
                 "later. Compile with a fresh optimizer and let this callback freeze the groups "
                 "(it builds the optimizer on every variable that will ever train).")
 
-    def __deepcopy__(self, memo):
-        """Copies the configuration; layers given as objects are shared, never copied."""
-        clone = self.__class__.__new__(self.__class__)
-        memo[id(self)] = clone
-        for key, value in self.__dict__.items():
-            if key in ("_model", "params", "_layers"):
-                clone.__dict__[key] = None
-            elif key == "groups":
-                clone.__dict__[key] = list(value)
-            else:
-                clone.__dict__[key] = copy.deepcopy(value, memo)
-        return clone
+
+def _check_optimizer(model: keras.Model) -> keras.optimizers.Optimizer:
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        raise ValueError("GradualUnfreezing needs a compiled model (with an optimizer).")
+    inner = optimizer
+    while getattr(inner, "inner_optimizer", None) is not None:
+        inner = inner.inner_optimizer
+    if isinstance(inner, _MultiOptimizer) and not isinstance(inner, DiscriminativeOptimizer):
+        raise ValueError(
+            "GradualUnfreezing cannot train with keras.optimizers.MultiOptimizer, whose "
+            "apply() needs a gradient for every variable it was built on; build per-group "
+            "optimizers with keras_trainkit.callbacks.discriminative_optimizer() instead. "
+            f"Received: optimizer={inner!r}")
+    return optimizer

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-import copy
 import warnings
 
 import keras
 import numpy as np
 
+from keras_trainkit import _keras_hooks as hooks
 from keras_trainkit import _validation as v
-from keras_trainkit.callbacks import _summaries, _train_hooks
+from keras_trainkit.callbacks import _summaries
+from keras_trainkit.callbacks._session import Participant, Session
 
 _DEFAULT_CAPACITY = 4096
 
 
-class GradientNormLogger(keras.callbacks.Callback):
+class GradientNormLogger(Participant):
     """Logs gradient norms of the real update, computed in the train step.
 
-    The optimizer's `apply` is wrapped for the duration of `fit()` so the
-    gradients it receives are measured where they are used: no extra forward
-    or backward pass and no per-batch Python. Measured per applied update:
+    The optimizer's `apply` is wrapped while the compiled train step is
+    traced (the optimizer itself is untouched between steps and after
+    `fit()`, however it ends), so the gradients it receives are measured where
+    they are used: no extra forward or backward pass and no per-batch Python. Measured per applied update:
 
     - `grad_norm`: global L2 norm `sqrt(sum_i ||g_i||^2)` of the gradient the
       optimizer applies, before clipping, after loss-scale unscaling
@@ -78,6 +80,9 @@ class GradientNormLogger(keras.callbacks.Callback):
             # give up its asynchronous dispatch).
             self.on_train_batch_end = self._check_nonfinite
         self._state = None
+        self._writer = None
+
+    _runtime_attributes = ("_state", "_writer")
 
     # -- graph side ---------------------------------------------------------------
     def _build_state(self, model):
@@ -86,7 +91,7 @@ class GradientNormLogger(keras.callbacks.Callback):
         for i, var in enumerate(variables):
             groups.setdefault(var.path.rsplit("/", 1)[0] if "/" in var.path else var.path, []).append(i)
         columns = ["grad_norm"]
-        core = _core_optimizer(model.optimizer)
+        core = hooks.core_optimizer(model.optimizer)
         clipping = core is not None and any(
             getattr(core, a, None) is not None for a in ("clipnorm", "clipvalue", "global_clipnorm"))
         if clipping:
@@ -134,10 +139,10 @@ class GradientNormLogger(keras.callbacks.Callback):
         index = {id(var): i for i, var in enumerate(model_vars)}
         pairs = [(g, var) for g, var in zip(grads, trainable_variables) if g is not None]
         dense = [_dense(g) for g, _ in pairs]
-        core = _core_optimizer(optimizer)
+        core = hooks.core_optimizer(optimizer)
         # Unscale.
         scale = None
-        lso = _loss_scale_optimizer(optimizer)
+        lso = hooks.loss_scale_optimizer(optimizer)
         if lso is not None:
             scale = lso.dynamic_scale
         if core is not None and core.loss_scale_factor is not None:
@@ -148,10 +153,10 @@ class GradientNormLogger(keras.callbacks.Callback):
         is_update = None  # every call applies an update
         if core is not None and core.gradient_accumulation_steps:
             k = core.gradient_accumulation_steps
-            acc = [core._accumulated_gradients[core._get_variable_index(var)] for _, var in pairs]
+            acc = [hooks.accumulated_gradient(core, var) for _, var in pairs]
             dense = [(g + tf.cast(a, g.dtype)) / k for g, a in zip(dense, acc)]
-            is_update = tf.equal((core._iterations + 1) % k, 0)
-        clipped = core._clip_gradients(dense) if s["clipping"] else None
+            is_update = tf.equal((hooks.raw_iterations(core) + 1) % k, 0)
+        clipped = hooks.clip_gradients(core, dense) if s["clipping"] else None
         dense = _all_reduce(dense)
         if clipped is not None:
             clipped = _all_reduce(clipped)
@@ -202,9 +207,9 @@ class GradientNormLogger(keras.callbacks.Callback):
     def _update_count(self):
         """Real updates applied before this one (before `iterations` moves)."""
         optimizer = self.model.optimizer
-        core = _core_optimizer(optimizer)
+        core = hooks.core_optimizer(optimizer)
         if core is not None and core.gradient_accumulation_steps:
-            return core._iterations // core.gradient_accumulation_steps
+            return hooks.raw_iterations(core) // core.gradient_accumulation_steps
         return optimizer.iterations
 
     def _logs(self):
@@ -227,33 +232,46 @@ class GradientNormLogger(keras.callbacks.Callback):
         return logs
 
     # -- hooks ------------------------------------------------------------------------
-    def on_train_begin(self, logs=None):
-        _train_hooks.check_backend()
+    def _check(self, session):
         if keras.backend.backend() != "tensorflow":
-            raise RuntimeError("GradientNormLogger runs on the tensorflow backend.")
+            raise RuntimeError(
+                "GradientNormLogger measures inside TensorFlow's graph: it runs on the tensorflow "
+                f"backend. Current backend: {keras.backend.backend()!r}.")
+
+    def on_train_begin(self, logs=None):
+        session = Session.begin(self)
         model = self.model
         if not model.optimizer.built:
             # Measuring reads optimizer state (accumulators, loss scale) at trace time.
             with model.distribute_strategy.scope():
                 model.optimizer.build(model.trainable_variables)
         self._state = self._build_state(model)
-        self._writer = _summaries.ScalarWriter(_summaries.tensorboard_dirs(self, self.log_dir))
-        optimizer = model.optimizer
-        original = optimizer.apply
-
-        def apply(grads, trainable_variables=None):
-            if trainable_variables is None:
-                return original(grads, trainable_variables)
-            return self._measure(optimizer, list(grads), list(trainable_variables), original)
-
-        self._original_apply = "apply" in optimizer.__dict__, original
-        object.__setattr__(optimizer, "apply", apply)
-        if self.batch_logs:
-            _train_hooks.add_train_logs(model, self, self._logs)
-        else:
-            model.make_train_function(force=True)  # pick up the wrapped `apply`
+        self._writer = _summaries.ScalarWriter(_summaries.tensorboard_dirs(session, self.log_dir))
         self._state["flushed"] = int(self._update_count().numpy())  # updates before this fit()
         self._nonfinite_seen = 0
+
+    def _attach(self, session):
+        optimizer = self.model.optimizer
+
+        def wrap(original):
+            def apply(grads, trainable_variables=None):
+                if trainable_variables is None:
+                    return original(grads, trainable_variables)
+                return self._measure(optimizer, list(grads), list(trainable_variables), original)
+
+            return apply
+
+        session.patch_per_call(optimizer, "apply", wrap)
+        if self.batch_logs:
+            def wrap_step(original):
+                def train_step(data):
+                    logs = original(data)
+                    return {**logs, **self._logs()} if isinstance(logs, dict) else logs
+
+                return train_step
+
+            session.patch_per_call(self.model, "train_step", wrap_step)
+        session.on_undo(self._writer.close)
 
     def on_epoch_begin(self, epoch, logs=None):
         # The means restart each epoch; the non-finite count runs over the fit().
@@ -267,15 +285,6 @@ class GradientNormLogger(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._flush()
-        optimizer = self.model.optimizer
-        had_own, original = self._original_apply
-        object.__delattr__(optimizer, "apply")
-        if had_own:
-            object.__setattr__(optimizer, "apply", original)
-        if self.batch_logs:
-            _train_hooks.remove_train_logs(self.model, self)
-        else:
-            self.model.make_train_function(force=True)
         self._writer.close()
 
     def _check_nonfinite(self, batch, logs=None):
@@ -304,29 +313,6 @@ class GradientNormLogger(keras.callbacks.Callback):
         s["flushed"] = done
         values = s["values"].numpy()[slots]
         self._writer.write({name: (steps, values[:, j]) for j, name in enumerate(s["columns"])})
-
-    def __deepcopy__(self, memo):
-        clone = self.__class__.__new__(self.__class__)
-        memo[id(self)] = clone
-        for key, value in self.__dict__.items():
-            if key in ("_model", "params", "_state", "_writer", "_original_apply", "on_train_batch_end"):
-                continue
-            clone.__dict__[key] = copy.deepcopy(value, memo)
-        clone._model, clone.params, clone._state = None, None, None
-        if self.stop_on_nonfinite:
-            clone.on_train_batch_end = clone._check_nonfinite
-        return clone
-
-
-def _loss_scale_optimizer(optimizer):
-    return optimizer if hasattr(optimizer, "inner_optimizer") and hasattr(optimizer, "dynamic_scale") else None
-
-
-def _core_optimizer(optimizer):
-    """The optimizer whose clipping and accumulation apply (None: MultiOptimizer)."""
-    while hasattr(optimizer, "inner_optimizer"):
-        optimizer = optimizer.inner_optimizer
-    return None if hasattr(optimizer, "optimizers") else optimizer
 
 
 def _dense(grad):

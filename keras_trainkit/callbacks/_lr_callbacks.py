@@ -1,12 +1,13 @@
 """Learning-rate callbacks: each applies the schedule of the same name.
 
 The math lives in `keras_trainkit.schedules`; these callbacks only decide which
-schedule drives the optimizer and hand it to the optimizer itself, so the rate
-is computed inside the compiled train step at every update, keyed on
-`optimizer.iterations` (real updates: under `gradient_accumulation_steps` one
-update per accumulation cycle). Warm-up therefore never restarts at an epoch
-boundary, a second `fit()` continues, and a run resumed by
-`keras.callbacks.BackupAndRestore` (which restores `iterations`) continues.
+schedule drives the optimizer and hand it to the optimizer itself (see
+`_lr_control`), so the rate is computed inside the compiled train step at
+every update, keyed on `optimizer.iterations` (real updates: under
+`gradient_accumulation_steps` one update per accumulation cycle). Warm-up
+therefore never restarts at an epoch boundary, a second `fit()` continues, and
+a run resumed by `keras.callbacks.BackupAndRestore` (which restores
+`iterations`) continues.
 
 Composition: one decay callback (`StepDecay`, `ExponentialDecay`,
 `PolynomialDecay`, `InverseTimeDecay`, `CosineDecay` or
@@ -15,30 +16,38 @@ wraps whatever drives the optimizer (the decay callback's schedule, or the
 optimizer's own float or schedule). The order of the callbacks in the list does
 not matter: `[WarmUp(w), ExponentialDecay(...)]` runs exactly
 `schedules.WarmUp(schedules.ExponentialDecay(lr0, ...), w)`.
+
+The five decay callbacks are one class, `_DecayCallback`, made by
+`_decay_callback(schedule_class, ...)`: they differ only in the schedule
+they build and in its arguments.
 """
 
 from __future__ import annotations
 
-import copy
+import inspect
 from typing import Any
 
-import keras
 from keras import ops
 
 from keras_trainkit import _validation as v
 from keras_trainkit import schedules
-from keras_trainkit.callbacks import _lr_control, _summaries
+from keras_trainkit.callbacks import _lr_control
+from keras_trainkit.callbacks._session import Participant, Session
 from keras_trainkit.schedules._base import check_schedule
 
+__all__ = ["CosineDecay", "ExponentialDecay", "InverseTimeDecay", "LearningRateSchedule",
+           "PolynomialDecay", "StepDecay", "WarmUp"]
 
-class LearningRateSchedule(keras.callbacks.Callback):
+
+class LearningRateSchedule(Participant):
     """Drives the optimizer with any schedule, inside the compiled train step.
 
     Unlike `keras.callbacks.LearningRateScheduler`, it steps per optimizer
     update with no per-batch Python, works when the model was compiled with a
     float or with a schedule, and coexists with
     `keras.callbacks.ReduceLROnPlateau` (whose reductions then scale the
-    scheduled rate).
+    scheduled rate, and are kept in the optimizer's learning-rate variable,
+    which checkpoints carry).
 
     Logs: `learning_rate` (the rate used by the epoch's last update) goes into
     the epoch logs, hence History and the progress bar's epoch line (a
@@ -51,7 +60,8 @@ class LearningRateSchedule(keras.callbacks.Callback):
 
     Args:
         schedule: A float or any `keras.optimizers.schedules.LearningRateSchedule`
-            (ours or Keras'), a function of the update count.
+            (ours or Keras'), a function of the update count. Its values are
+            absolute: the optimizer's own rate is not used.
         log_dir: TensorBoard log directory, or `None`. Defaults to `None`.
         verbose: 1 prints the rate at each epoch end. Defaults to `0`.
 
@@ -62,7 +72,9 @@ class LearningRateSchedule(keras.callbacks.Callback):
         >>> # model.fit(x, y, callbacks=[cb])
     """
 
-    _role = "decay"
+    _lr_role = "decay"
+    #: Whether the schedule's base is the optimizer's own rate (read in the step).
+    relative = False
 
     def __init__(self, schedule: Any = None, log_dir: str | None = None, verbose: int = 0):
         super().__init__()
@@ -70,155 +82,157 @@ class LearningRateSchedule(keras.callbacks.Callback):
             self.schedule = check_schedule("schedule", schedule)
         self.log_dir = log_dir
         self.verbose = v.integer("verbose", verbose, low=0)
-        self._controllers: list[Any] = []
 
     # What the controller asks for.
-    def _build_schedule(self, optimizer, inner=None):
+    def _build_schedule(self, optimizer) -> Any:
+        """The schedule this callback drives `optimizer` with (host values)."""
         return self.schedule
 
-    # -- hooks --------------------------------------------------------------------
+    # -- hooks --------------------------------------------------------------------------
     def on_train_begin(self, logs=None):
-        self._controllers = _lr_control.attach(self, self.model)
-        dirs = _summaries.tensorboard_dirs(self, self.log_dir)
-        for controller in self._controllers:
-            controller.summaries.add_dirs(dirs)
+        Session.begin(self)
+
+    def _leads(self) -> bool:
+        """Whether this callback does the per-epoch work of the fit's LR controllers."""
+        session = Session.of(self.model)
+        return session is not None and session.lr_plan is not None and session.lr_plan.participants[0] is self
 
     def on_epoch_begin(self, epoch, logs=None):
-        for controller in self._controllers:
-            controller.start_epoch()
+        if self._leads():
+            for controller in _lr_control.controllers(self.model):
+                controller.start_epoch()
 
     def on_epoch_end(self, epoch, logs=None):
-        for controller in self._controllers:
-            controller.write_summaries("learning_rate")
-        if logs is not None:
+        found = _lr_control.controllers(self.model)
+        for controller in found:
+            controller.write_summaries()
+        if logs is not None and found:
             logs.update(_lr_control.rate_logs(self.model))
-        if self.verbose:
-            rates = ", ".join(f"{float(ops.convert_to_numpy(c())):.6g}" for c in self._controllers)
+        if self.verbose and found:
+            rates = ", ".join(f"{float(ops.convert_to_numpy(c())):.6g}" for c in found)
             print(f"\nEpoch {epoch + 1}: learning rate for the next update: {rates}")
 
     def on_train_end(self, logs=None):
-        for controller in self._controllers:
-            controller.write_summaries("learning_rate")
-        _lr_control.detach(self, self.model)
-        self._controllers = []
-
-    def __deepcopy__(self, memo):
-        """Copies the configuration, never the model (Keras Tuner copies per trial)."""
-        clone = self.__class__.__new__(self.__class__)
-        memo[id(self)] = clone
-        for key, value in self.__dict__.items():
-            skip = key in ("_model", "params", "_controllers")
-            clone.__dict__[key] = None if skip else copy.deepcopy(value, memo)
-        clone._controllers = []
-        return clone
+        for controller in _lr_control.controllers(self.model):
+            controller.write_summaries()
 
 
 class _DecayCallback(LearningRateSchedule):
-    """Builds `schedule_class(initial_learning_rate=base, **self._kwargs)`."""
+    """Builds `schedule_class(initial_learning_rate=base, **arguments)`."""
 
     schedule_class: type = schedules.Schedule
+    _arguments: tuple[str, ...] = ()
 
-    def __init__(self, initial_learning_rate: float | None, log_dir, verbose, **kwargs):
-        super().__init__(log_dir=log_dir, verbose=verbose)
-        if initial_learning_rate is not None:
-            v.positive("initial_learning_rate", initial_learning_rate)
-        self.initial_learning_rate = initial_learning_rate
-        self._kwargs = kwargs
-        for key, value in kwargs.items():
+    def __init__(self, *args, **kwargs):
+        bound = inspect.signature(type(self)).bind(*args, **kwargs)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        initial = values.pop("initial_learning_rate")
+        super().__init__(log_dir=values.pop("log_dir"), verbose=values.pop("verbose"))
+        if initial is not None:
+            v.positive("initial_learning_rate", initial)
+        self.initial_learning_rate = initial
+        self._kwargs = values
+        for key, value in values.items():
             setattr(self, key, value)
         # Validate everything now, with a stand-in base rate when it is unknown.
-        self.schedule_class(initial_learning_rate=initial_learning_rate or 1.0, **kwargs)
+        self.schedule_class(initial_learning_rate=initial or 1.0, **values)
 
-    def _build_schedule(self, optimizer, inner=None):
+    @property
+    def relative(self) -> bool:
+        """`initial_learning_rate=None`: the base is the optimizer's own rate."""
+        return self.initial_learning_rate is None
+
+    def _build_schedule(self, optimizer):
         base = self.initial_learning_rate
         if base is None:
-            # Each optimizer's own rate at update 0. The callbacks never write
-            # it (assignments during fit() rescale instead), so every fit()
-            # reads the same value: no cache, and each sub-optimizer of a
-            # MultiOptimizer keeps its own base.
+            # The optimizer's own rate (its float, or its compiled schedule's
+            # value at step 0); each sub-optimizer of a MultiOptimizer keeps
+            # its own. With a float rate the controller reads it in the step.
             base = _lr_control.rate_at_zero(_lr_control.own_rate(optimizer))
         return self.schedule_class(initial_learning_rate=base, **self._kwargs)
 
 
-_BASE_DOC = """
-    Args:
-        initial_learning_rate: Rate at update 0. `None` uses the optimizer's own
-            rate at update 0 (its float, or its schedule's value at step 0);
-            each sub-optimizer of a `MultiOptimizer` keeps its own. Defaults to `None`.
+_COMMON_ARGS = """
+        initial_learning_rate: Rate at update 0, a float > 0, or `None` for the
+            optimizer's own rate, read inside the train step (so that
+            `ReduceLROnPlateau` and checkpoints rescale and carry it); each
+            sub-optimizer of a `MultiOptimizer` keeps its own. Defaults to `None`.
         log_dir: TensorBoard log directory, or `None`. Defaults to `None`.
         verbose: 1 prints the rate at each epoch end. Defaults to `0`.
-        **kwargs: The schedule's other arguments (see above).
 """
 
 
-class StepDecay(_DecayCallback):
-    """Applies `schedules.StepDecay` per update: `lr0 * gamma ** k`.
-
-    `k` counts the `step_size` periods (or the `milestones`) passed, in
-    optimizer updates. See `keras_trainkit.schedules.StepDecay`.
-    """ + _BASE_DOC
-
-    schedule_class = schedules.StepDecay
-
-    def __init__(self, step_size: int | None = None, gamma: float = 0.1,
-                 milestones: list[int] | None = None, initial_learning_rate: float | None = None,
-                 log_dir: str | None = None, verbose: int = 0):
-        super().__init__(initial_learning_rate, log_dir, verbose,
-                         step_size=step_size, gamma=gamma, milestones=milestones)
-
-
-class ExponentialDecay(_DecayCallback):
-    """Applies `schedules.ExponentialDecay`: `lr0 * decay_rate ** (t / decay_steps)`.
-    """ + _BASE_DOC
-
-    schedule_class = schedules.ExponentialDecay
-
-    def __init__(self, decay_steps: float, decay_rate: float, staircase: bool = False,
-                 initial_learning_rate: float | None = None, log_dir: str | None = None,
-                 verbose: int = 0):
-        super().__init__(initial_learning_rate, log_dir, verbose,
-                         decay_steps=decay_steps, decay_rate=decay_rate, staircase=staircase)
+def _decay_callback(name: str, schedule_class: type, summary: str, args_doc: str,
+                    exclude: tuple[str, ...] = ()) -> type:
+    """A decay callback class applying `schedule_class` (see `_DecayCallback`)."""
+    skipped = {"initial_learning_rate", "name", *exclude}
+    params = [p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD)
+              for p in inspect.signature(schedule_class).parameters.values() if p.name not in skipped]
+    params += [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=d, annotation=a)
+               for n, d, a in (("initial_learning_rate", None, "float | None"),
+                               ("log_dir", None, "str | None"), ("verbose", 0, "int"))]
+    doc = (f"{summary}\n\n    Applies `keras_trainkit.schedules.{schedule_class.__name__}` per optimizer "
+           "update, inside\n    the compiled train step; see `LearningRateSchedule` for logs, "
+           f"TensorBoard and\n    `ReduceLROnPlateau`.\n\n    Args:\n{args_doc.rstrip()}{_COMMON_ARGS}")
+    cls = type(name, (_DecayCallback,), {
+        "__doc__": doc, "__module__": __name__, "__qualname__": name,
+        "schedule_class": schedule_class, "__signature__": inspect.Signature(params)})
+    return cls
 
 
-class PolynomialDecay(_DecayCallback):
-    """Applies `schedules.PolynomialDecay`:
-    `(lr0 - end) * (1 - min(t, T) / T) ** power + end`.
-    """ + _BASE_DOC
+StepDecay = _decay_callback("StepDecay", schedules.StepDecay, """Multiplies the rate by `gamma` every `step_size` updates, or at milestones.
 
-    schedule_class = schedules.PolynomialDecay
+    ```
+    lr(t) = lr0 * gamma ** floor(t / step_size)
+    lr(t) = lr0 * gamma ** #{m in milestones : m <= t}
+    ```""", """        step_size: Updates between decays, an int >= 1 (or give `milestones`).
+            Defaults to `None`.
+        gamma: Decay factor, in (0, 1]. Defaults to `0.1`.
+        milestones: Strictly increasing update counts at which the rate is
+            multiplied by `gamma`. Defaults to `None`.""")
 
-    def __init__(self, decay_steps: float, end_learning_rate: float = 0.0001, power: float = 1.0,
-                 cycle: bool = False, initial_learning_rate: float | None = None,
-                 log_dir: str | None = None, verbose: int = 0):
-        super().__init__(initial_learning_rate, log_dir, verbose, decay_steps=decay_steps,
-                         end_learning_rate=end_learning_rate, power=power, cycle=cycle)
+ExponentialDecay = _decay_callback("ExponentialDecay", schedules.ExponentialDecay, """Decays the rate exponentially.
 
+    ```
+    lr(t) = lr0 * decay_rate ** (t / decay_steps)      (floor(t / decay_steps) if staircase)
+    ```""", """        decay_steps: Updates per factor of `decay_rate`, a number > 0.
+        decay_rate: Decay factor, in (0, 1].
+        staircase: Decay in discrete steps. Defaults to `False`.""")
 
-class InverseTimeDecay(_DecayCallback):
-    """Applies `schedules.InverseTimeDecay`: `lr0 / (1 + decay_rate * t / decay_steps)`.
-    """ + _BASE_DOC
+PolynomialDecay = _decay_callback("PolynomialDecay", schedules.PolynomialDecay, """Decays the rate polynomially to `end_learning_rate`.
 
-    schedule_class = schedules.InverseTimeDecay
+    ```
+    lr(t) = (lr0 - end_learning_rate) * (1 - min(t, T) / T) ** power + end_learning_rate
+    ```""", """        decay_steps: `T`, the length of the decay in updates, a number > 0.
+        end_learning_rate: The final rate (absolute), a float >= 0.
+            Defaults to `0.0001`.
+        power: The exponent, a float > 0 (1 is linear). Defaults to `1.0`.
+        cycle: Restart the decay every `T` updates (with `T` growing) instead
+            of holding the final rate. Defaults to `False`.""")
 
-    def __init__(self, decay_steps: float, decay_rate: float, staircase: bool = False,
-                 initial_learning_rate: float | None = None, log_dir: str | None = None,
-                 verbose: int = 0):
-        super().__init__(initial_learning_rate, log_dir, verbose,
-                         decay_steps=decay_steps, decay_rate=decay_rate, staircase=staircase)
+InverseTimeDecay = _decay_callback("InverseTimeDecay", schedules.InverseTimeDecay, """Decays the rate as the inverse of time.
 
+    ```
+    lr(t) = lr0 / (1 + decay_rate * t / decay_steps)   (floor(t / decay_steps) if staircase)
+    ```""", """        decay_steps: Time scale of the decay in updates, a number > 0.
+        decay_rate: Decay rate, a float >= 0.
+        staircase: Decay in discrete steps. Defaults to `False`.""")
 
-class CosineDecay(_DecayCallback):
-    """Applies `schedules.CosineDecay` (floor `alpha`, optional warm restarts).
-    """ + _BASE_DOC
+CosineDecay = _decay_callback("CosineDecay", schedules.CosineDecay, """Decays the rate along a cosine to a floor, optionally with warm restarts (SGDR).
 
-    schedule_class = schedules.CosineDecay
+    ```
+    lr(t) = lr0 * ((1 - alpha) * (1 + cos(pi * min(t, T) / T)) / 2 + alpha)
+    ```
 
-    def __init__(self, decay_steps: float, alpha: float = 0.0, restarts: bool = False,
-                 t_mul: float = 2.0, m_mul: float = 1.0,
-                 initial_learning_rate: float | None = None, log_dir: str | None = None,
-                 verbose: int = 0):
-        super().__init__(initial_learning_rate, log_dir, verbose, decay_steps=decay_steps,
-                         alpha=alpha, restarts=restarts, t_mul=t_mul, m_mul=m_mul)
+    With `restarts=True` cycle `i` lasts `T * t_mul**i` updates and starts at
+    `lr0 * m_mul**i` (Loshchilov & Hutter, 2017). For a warm-up, add a
+    `WarmUp` callback.""", """        decay_steps: `T`, the length of the (first) decay in updates, a number > 0.
+        alpha: Floor as a fraction of `lr0`, in [0, 1]. Defaults to `0.0`.
+        restarts: Restart the cosine every cycle. Defaults to `False`.
+        t_mul: Cycle-length multiplier, >= 1. Defaults to `2.0`.
+        m_mul: Cycle-peak multiplier, in [0, 1]. Defaults to `1.0`.""",
+                              exclude=("warmup_target", "warmup_steps"))
 
 
 class WarmUp(LearningRateSchedule):
@@ -229,17 +243,28 @@ class WarmUp(LearningRateSchedule):
     default `offset=True` the wrapped schedule starts at its own step 0 once
     the warm-up ends (its `decay_steps` count updates after the warm-up).
 
+    ```
+    lr(t) = initial_learning_rate + (peak - initial_learning_rate) * t / warmup_steps   (t < warmup_steps)
+    lr(t) = wrapped(t - warmup_steps)                                                    (after)
+    ```
+
+    (`shape="cosine"` or `"exponential"` change the ramp.)
+
     Args:
         warmup_steps: Ramp length in optimizer updates, an int >= 0.
-        initial_learning_rate: Rate at update 0. Defaults to `0.0`.
+        initial_learning_rate: Rate at update 0 (absolute). Defaults to `0.0`.
         shape: `"linear"`, `"exponential"` or `"cosine"`. Defaults to `"linear"`.
         offset: Start the wrapped schedule at its step 0 after the ramp.
             Defaults to `True`.
         log_dir: TensorBoard log directory, or `None`. Defaults to `None`.
         verbose: 1 prints the rate at each epoch end. Defaults to `0`.
+
+    Example:
+        >>> model.fit(x, y, epochs=20, callbacks=[WarmUp(warmup_steps=500),
+        ...                                       CosineDecay(decay_steps=10_000)])
     """
 
-    _role = "warmup"
+    _lr_role = "warmup"
 
     def __init__(self, warmup_steps: int, initial_learning_rate: float = 0.0,
                  shape: str = "linear", offset: bool = True, log_dir: str | None = None,
@@ -253,5 +278,6 @@ class WarmUp(LearningRateSchedule):
         self.shape = shape
         self.offset = offset
 
-    def _build_schedule(self, optimizer, inner=None):
+    def _wrap(self, inner: Any) -> Any:
+        """`schedules.WarmUp(inner, ...)`."""
         return schedules.WarmUp(inner, **self._kwargs)

@@ -1,44 +1,86 @@
 """The per-optimizer rate controller behind the learning-rate callbacks.
 
-While at least one keras_trainkit learning-rate callback is active in `fit()`,
-the optimizer's `_learning_rate` is replaced by a `RateController`: a callable
-that Keras' optimizer evaluates inside the compiled train step, at every
-update, as
+While a `fit()` has keras_trainkit learning-rate participants (the LR
+callbacks, and `BatchSizeScheduler` when it scales the rate), each optimizer
+that applies updates gets a `RateController` as its learning rate (Keras
+evaluates it inside the compiled step, at every update):
 
-    rate(t) = schedule(t) * scale,     t = optimizer.iterations
+    rate(t) = schedule_b(t) * f                         (relative schedules)
+    rate(t) = schedule(t) * (b / b_0) * f               (absolute schedules)
 
-where `schedule` is composed from the callbacks (the decay callback's schedule,
-or the optimizer's own rate, wrapped by the WarmUp callback's ramp) and
-`scale` is a variable changed only when something assigns
-`optimizer.learning_rate` (e.g. `keras.callbacks.ReduceLROnPlateau`): the
-assignment rescales the scheduled rate instead of being overwritten at the
-next step. The optimizer's own learning-rate variable is left untouched and
-stays tracked, so checkpoints save the same variables with or without the
-callbacks. When the last callback ends its `fit()`, the original learning rate
-is put back.
+with `t = optimizer.iterations` and:
+
+- `b`, the optimizer's **own learning-rate variable**, read in the step. A
+  relative schedule (a decay callback with `initial_learning_rate=None`, the
+  default, or a `WarmUp` of the optimizer's own float rate) uses `b` as its
+  base rate (`Schedule.with_base`). Anything that sets
+  `optimizer.learning_rate` during the fit (`ReduceLROnPlateau`, the user)
+  rescales `b` by the ratio of the value set to the current rate. `b` is
+  Keras' own variable, so everything Keras saves carries the rescaling:
+  BackupAndRestore, ModelCheckpoint, `model.save`/`load_model`, and a plain
+  `fit()` afterwards trains at the rescaled rate, as in plain Keras.
+- For an absolute schedule (`callbacks.LearningRateSchedule(schedule)`, an
+  explicit `initial_learning_rate`, or an optimizer compiled with a schedule)
+  the rescaling is `b / b_0`, where `b_0` is the optimizer's rate before
+  anything rescaled it in this process (remembered when the callbacks first
+  meet the optimizer, before BackupAndRestore restores a checkpoint). An
+  optimizer compiled with a schedule has no `b`: setting its rate raises, as
+  in Keras.
+- `f`, the batch-size factor of `BatchSizeScheduler`: a function of the
+  epoch, set at each epoch start (so a resumed run sets it again).
+
+The optimizer's own variables are never replaced or untracked, so
+checkpoints hold the same variables with or without the callbacks. The
+controller is installed by the fit's `Session` and removed when it ends,
+however it ends.
 """
 
 from __future__ import annotations
 
 import numbers
+import weakref
 from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_trainkit.callbacks import _summaries, _train_hooks
+from keras_trainkit import _keras_hooks as hooks
+from keras_trainkit import schedules
+from keras_trainkit.callbacks import _summaries
 from keras_trainkit.schedules._base import call_schedule, serialize_schedule
 
-_CONTROLLER = "_keras_trainkit_rate_controller"
-_SCALE = "_keras_trainkit_rate_scale"
 LR = keras.optimizers.schedules.LearningRateSchedule
 
+# Each optimizer's own rate before anything rescaled it, in this process (b_0).
+_REFERENCE_RATES: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 
-def own_rate(optimizer: keras.optimizers.Optimizer) -> Any:
-    """The optimizer's learning rate as Keras holds it (not our controller)."""
-    lr = optimizer._learning_rate
-    return lr.original if isinstance(lr, RateController) else lr
+
+def check_backend() -> None:
+    backend = keras.backend.backend()
+    if backend not in ("tensorflow", "torch"):
+        raise RuntimeError(
+            "keras_trainkit's learning-rate callbacks run on the tensorflow and torch "
+            f"backends. Current backend: {backend!r}.")
+
+
+def target_optimizers(model: keras.Model) -> list[keras.optimizers.Optimizer]:
+    """The optimizers that apply updates (wrappers unwrapped, MultiOptimizer expanded)."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        raise ValueError("The model must be compiled with an optimizer before fit().")
+    return hooks.inner_optimizers(optimizer)
+
+
+def remember_reference_rates(model: Any) -> None:
+    """Records each optimizer's own rate the first time our callbacks meet it."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        return
+    for inner in hooks.inner_optimizers(optimizer):
+        slot = hooks.learning_rate_slot(inner)
+        if isinstance(slot, keras.Variable) and inner not in _REFERENCE_RATES:
+            _REFERENCE_RATES[inner] = float(ops.convert_to_numpy(slot))
 
 
 def rate_at_zero(rate: Any) -> float:
@@ -51,92 +93,289 @@ def rate_at_zero(rate: Any) -> float:
         return float(rate)
     raise ValueError(
         "keras_trainkit's learning-rate callbacks need an optimizer compiled with a "
-        f"float or a LearningRateSchedule learning rate. Received: learning_rate={rate!r}"
-    )
+        f"float or a LearningRateSchedule learning rate. Received: learning_rate={rate!r}")
+
+
+def own_rate(optimizer: keras.optimizers.Optimizer) -> Any:
+    """The optimizer's learning rate as Keras holds it (not our controller)."""
+    slot = hooks.learning_rate_slot(optimizer)
+    return slot.original if isinstance(slot, RateController) else slot
+
+
+class Plan:
+    """The learning-rate participants of one fit, validated."""
+
+    def __init__(self, participants: list[Any], decay: Any, warmup: Any, factor: Any):
+        self.participants = participants
+        self.decay, self.warmup, self.factor = decay, warmup, factor
+
+
+def plan(session: Any) -> Plan | None:
+    """Validates the fit's learning-rate participants; changes nothing."""
+    participants = [p for p in session.participants if getattr(p, "_lr_role", None)]
+    if not participants:
+        return None
+    check_backend()
+    optimizers = target_optimizers(session.model)
+    roles: dict[str, list[Any]] = {"decay": [], "warmup": [], "factor": []}
+    for p in participants:
+        roles[p._lr_role].append(p)
+    for role, cbs in roles.items():
+        if len(cbs) > 1:
+            names = ", ".join(type(c).__name__ for c in cbs)
+            what = "batch-size rate factor" if role == "factor" else f"{role} learning-rate callback"
+            raise ValueError(
+                f"At most one {what} can drive an optimizer; received {len(cbs)} for optimizer "
+                f"{optimizers[0].name!r}: {names}. Compose the schedule with keras_trainkit.schedules "
+                "(e.g. JoinSchedules) and pass it to callbacks.LearningRateSchedule instead.")
+    result = Plan(participants, *(cbs[0] if cbs else None for cbs in roles.values()))
+    for optimizer in optimizers:
+        slot = hooks.learning_rate_slot(optimizer)
+        own = rate_at_zero(slot)  # validates the kind of learning rate
+        if result.decay is not None:
+            inner = result.decay._build_schedule(optimizer)
+        else:
+            inner = own if isinstance(slot, keras.Variable) else slot
+        if result.warmup is not None:
+            result.warmup._wrap(inner)
+    return result
+
+
+def install(session: Any) -> None:
+    """Installs a controller on each optimizer (at attach), with its undo."""
+    lr_plan = session.lr_plan
+    if lr_plan is None:
+        return
+    dirs = []
+    for p in lr_plan.participants:
+        dirs += _summaries.tensorboard_dirs(session, getattr(p, "log_dir", None))
+    for optimizer in target_optimizers(session.model):
+        controller = RateController(session, optimizer, lr_plan)
+        controller.summaries.add_dirs(dict.fromkeys(dirs))
+        hooks.set_learning_rate_slot(optimizer, controller)
+        session.controllers.append(controller)
+
+        def undo(optimizer=optimizer, controller=controller):
+            controller.close()
+            if hooks.learning_rate_slot(optimizer) is controller:
+                hooks.set_learning_rate_slot(optimizer, controller.original)
+
+        session.on_undo(undo)
+
+
+def controllers(model: Any) -> list[RateController]:
+    """The controllers of `model`'s running fit (empty when none)."""
+    from keras_trainkit.callbacks._session import current_session
+
+    session = current_session(model)
+    return list(session.controllers) if session is not None else []
+
+
+def rate_logs(model: Any) -> dict[str, float]:
+    """`learning_rate` (`learning_rate_<name>` per optimizer of a
+    MultiOptimizer): the rate used by the last update, for the epoch logs."""
+    found = controllers(model)
+    if len(found) == 1:
+        return {"learning_rate": found[0].last_rate()}
+    return {f"learning_rate_{c.optimizer.name}": c.last_rate() for c in found}
 
 
 @keras.saving.register_keras_serializable(package="keras_trainkit")
 class RateController:
-    """Stands in for `optimizer._learning_rate` while LR callbacks run."""
+    """Stands in for an optimizer's learning rate while a fit has LR callbacks."""
 
-    def __init__(self, optimizer: keras.optimizers.Optimizer | None = None, original: Any = None):
+    def __init__(self, session: Any = None, optimizer: Any = None, lr_plan: Plan | None = None):
+        self.session = session
         self.optimizer = optimizer
-        self.original = original
-        self.callbacks: list[Any] = []
-        self.schedule: Any = None
-        self.scale = None
-        self._host_fn: tuple[Any, Any] | None = None  # (schedule, compiled evaluator or None)
-        self._cache: tuple[Any, int, int, np.ndarray] | None = None  # (schedule, scales, first update, rates)
-        self.scale_history: list[tuple[int, float]] = []
+        if optimizer is None:  # from_config of a bare controller: never used as such
+            return
+        self.original = hooks.learning_rate_slot(optimizer)
+        self.variable = self.original if isinstance(self.original, keras.Variable) else None
+        decay, warmup = lr_plan.decay, lr_plan.warmup
+        self.relative = self.variable is not None and (decay is None or decay.relative)
+        # The composed schedule with host values; a relative one is rebased on
+        # the optimizer's rate variable in the step (`Schedule.with_base`).
+        if decay is not None:
+            schedule = decay._build_schedule(optimizer)
+        elif self.relative:
+            schedule = schedules.Constant(rate_at_zero(self.variable))
+        else:
+            schedule = self.original
+        self.schedule = schedule if warmup is None else warmup._wrap(schedule)
+        self.reference = None  # b_0 (absolute schedules with a rate variable)
+        if self.variable is not None and not self.relative:
+            self.reference = _REFERENCE_RATES.get(optimizer, float(ops.convert_to_numpy(self.variable))) or None
+        self.factor = None
+        if lr_plan.factor is not None:
+            with _strategy_scope(session.model):
+                self.factor = keras.Variable(1.0, dtype="float32", trainable=False,
+                                             name="batch_size_rate_factor", aggregation="only_first_replica")
+        # Host-side record of (first update, b, f) for logs and TensorBoard:
+        # derived from what the step reads, never read by the step.
+        self.changes: list[tuple[int, float, float]] = [(self._iterations(), self._base_value(), 1.0)]
+        self._version = 0  # bumped at every change, for the cache
         self.summaries = _summaries.ScalarWriter()
+        self._host_fn: Any = None
+        self._cache: tuple[int, int, np.ndarray] | None = None  # (version, first update, rates)
         self._written: int | None = None
 
-    # -- what Keras' optimizer calls --------------------------------------
+    # -- the schedule ------------------------------------------------------------------
+    def schedule_with(self, base: Any) -> Any:
+        """The schedule in effect when the optimizer's own rate is `base`."""
+        return self.schedule.with_base(base) if self.relative else self.schedule
+
+    def rate_of(self, steps: Any, base: Any, factor: Any) -> Any:
+        """Rates at float32 `steps` given `b` and `f` (tensors): the one formula
+        used in the step and, compiled, on the host."""
+        rate = call_schedule(self.schedule_with(base if self.relative else None), steps)
+        if self.reference is not None:
+            rate = rate * (base / self.reference)
+        if self.factor is not None:
+            rate = rate * factor
+        return rate
+
+    def rate_at(self, step: Any) -> Any:
+        base = ops.cast(self.variable, "float32") if self.variable is not None else None
+        factor = ops.cast(self.factor, "float32") if self.factor is not None else None
+        return self.rate_of(ops.cast(step, "float32"), base, factor)
+
+    # -- what Keras' optimizer calls ------------------------------------------------
     def __call__(self):
-        step = self.optimizer.iterations
-        if _in_traced_step() or keras.backend.backend() != "tensorflow":
-            return self.rate_at(step)
-        # Eager read (`optimizer.learning_rate`, e.g. by keras.callbacks.TensorBoard
-        # at each epoch end): the compiled evaluation, not a few ms of eager ops.
-        return ops.convert_to_tensor(self.rate_of_update(int(ops.convert_to_numpy(step))))
-
-    def last_rate(self) -> float:
-        """The rate used by the last update applied (for epoch logs).
-
-        Computed on the host from the update count (no per-step record in the
-        train step): `schedule(n - 1) * scale`, with the scale in effect then.
-        """
-        return float(self.rate_of_update(max(int(ops.convert_to_numpy(self.optimizer.iterations)) - 1, 0)))
-
-    def rate_of_update(self, update: int) -> np.float32:
-        """The rate update number `update` uses (see `rates_on_host`), cached:
-        each epoch end evaluates the schedule once (a compiled call costs
-        about as much as a few eager operations) for its TensorBoard rates,
-        the epoch logs of every LR callback and Keras' TensorBoard, which
-        reads `optimizer.learning_rate` (the next update's rate)."""
-        cached = self._cache
-        if not (cached is not None and cached[0] is self.schedule and cached[1] == len(self.scale_history)
-                and cached[2] <= update < cached[2] + len(cached[3])):
-            self.rates_on_host(np.arange(update, update + 2))  # this update and the next
-            cached = self._cache
-        return cached[3][update - cached[2]]
-
-    def rate_at(self, step):
-        step = ops.cast(step, "float32")
-        return call_schedule(self.schedule, step) * ops.cast(self.scale, "float32")
-
-    def rates_on_host(self, updates: np.ndarray) -> np.ndarray:
-        """float32 rates used by the given update numbers, as the train step
-        computes them: `schedule(n) * scale`, with the scale in effect at `n`."""
-        values = self._schedule_on_host(updates.astype("float32"))
-        starts = np.array([s for s, _ in self.scale_history])
-        scales = np.array([c for _, c in self.scale_history], dtype="float32")
-        values = values * scales[np.searchsorted(starts, updates, side="right") - 1]
-        if len(updates) and np.array_equal(updates, np.arange(updates[0], updates[0] + len(updates))):
-            # A range of updates (each epoch's, for TensorBoard): the epoch
-            # logs read its last value instead of evaluating again. A scale
-            # change or a new schedule invalidates it.
-            self._cache = (self.schedule, len(self.scale_history), int(updates[0]), values)
-        return values
+        if _in_traced_step() or (self.session is not None and self.session._active_calls
+                                 and keras.backend.backend() != "tensorflow"):
+            return self.rate_at(self.optimizer.iterations)
+        if not self.session.alive():  # left by a fit that failed: heal
+            self.session.abort()
+            return self.optimizer.learning_rate
+        if keras.backend.backend() != "tensorflow":
+            return self.rate_at(self.optimizer.iterations)
+        # Eager read (`optimizer.learning_rate`, e.g. by ReduceLROnPlateau or
+        # keras.callbacks.TensorBoard at an epoch end): the next update's rate,
+        # from the compiled host evaluation, not a few ms of eager ops.
+        return ops.convert_to_tensor(self.rate_of_update(self._iterations()))
 
     def assign(self, value):
-        """`optimizer.learning_rate = value` rescales the scheduled rate."""
+        """`optimizer.learning_rate = value` rescales the optimizer's own rate."""
+        if not self.session.alive():
+            self.session.abort()
+            self.optimizer.learning_rate = value
+            return
         value = float(ops.convert_to_numpy(value))
-        current = float(ops.convert_to_numpy(self()))
+        current = float(self.rate_of_update(self._iterations()))
         if current == value:
             return
+        if self.variable is None or (not self.relative and self.reference is None):
+            raise TypeError(
+                f"Optimizer {self.optimizer.name!r} was compiled with a LearningRateSchedule (or a "
+                "rate of 0), so it has no learning-rate variable to hold a rescaling (Keras refuses "
+                "to set a scheduled rate too). Compile with a float learning rate and drive the "
+                "schedule with "
+                "keras_trainkit.callbacks.LearningRateSchedule(schedule). "
+                f"Received: learning_rate={value!r}")
         if current == 0.0:
             raise ValueError(
                 "Cannot set the learning rate while the keras_trainkit schedule gives 0 at "
-                f"update {int(ops.convert_to_numpy(self.optimizer.iterations))}: a scheduled rate is changed by "
-                f"rescaling it. Received: learning_rate={value!r}"
-            )
-        new_scale = float(ops.convert_to_numpy(self.scale)) * value / current
-        self.scale.assign(new_scale)
-        setattr(self.optimizer, _SCALE, new_scale)
-        self.scale_history.append((int(ops.convert_to_numpy(self.optimizer.iterations)), new_scale))
+                f"update {self._iterations()}: a scheduled rate is changed by rescaling it. "
+                f"Received: learning_rate={value!r}")
+        self.variable.assign(self._base_value() * value / current)
+        self._record()
 
-    # -- saving mid-training (ModelCheckpoint) -----------------------------
+    # -- host side ---------------------------------------------------------------------
+    def _iterations(self) -> int:
+        return int(ops.convert_to_numpy(self.optimizer.iterations))
+
+    def _base_value(self) -> float:
+        return float(ops.convert_to_numpy(self.variable)) if self.variable is not None else 0.0
+
+    def set_factor(self, factor: float) -> None:
+        """Sets `f` (BatchSizeScheduler, at an epoch start)."""
+        if self.factor is not None and float(ops.convert_to_numpy(self.factor)) != factor:
+            self.factor.assign(factor)
+            self._record()
+
+    def _record(self) -> None:
+        factor = float(ops.convert_to_numpy(self.factor)) if self.factor is not None else 1.0
+        entry = (self._iterations(), self._base_value(), factor)
+        if entry[1:] != self.changes[-1][1:]:
+            if self.changes[-1][0] == entry[0]:
+                self.changes[-1] = entry
+            else:
+                self.changes.append(entry)
+            self._version += 1
+
+    def last_rate(self) -> float:
+        """The rate used by the last update applied (for epoch logs)."""
+        return float(self.rate_of_update(max(self._iterations() - 1, 0)))
+
+    def rate_of_update(self, update: int) -> np.float32:
+        """The rate update number `update` uses, cached: each epoch end evaluates
+        the schedule once (a compiled call) for its TensorBoard rates, the epoch
+        logs and Keras' TensorBoard and ReduceLROnPlateau (which read
+        `optimizer.learning_rate`, the next update's rate)."""
+        cached = self._cache
+        if not (cached is not None and cached[0] == self._version
+                and cached[1] <= update < cached[1] + len(cached[2])):
+            self.rates_on_host(np.arange(update, update + 2))
+            cached = self._cache
+        return cached[2][update - cached[1]]
+
+    def rates_on_host(self, updates: np.ndarray) -> np.ndarray:
+        """float32 rates used by the given update numbers, as the step computes them."""
+        starts = np.array([c[0] for c in self.changes])
+        which = np.searchsorted(starts, updates, side="right") - 1
+        values = np.empty(len(updates), "float32")
+        for i in np.unique(which):
+            _, base, factor = self.changes[max(int(i), 0)]
+            mask = which == i
+            values[mask] = self._evaluate(updates[mask].astype("float32"), base, factor)
+        if len(updates) and np.array_equal(updates, np.arange(updates[0], updates[0] + len(updates))):
+            self._cache = (self._version, int(updates[0]), values)
+        return values
+
+    def _evaluate(self, steps: np.ndarray, base: float, factor: float) -> np.ndarray:
+        """`rate_of` on the host: one concrete function on TensorFlow (a fraction
+        of a millisecond a call against a few ms of eager operations)."""
+        if keras.backend.backend() != "tensorflow":
+            result = self.rate_of(ops.convert_to_tensor(steps), ops.convert_to_tensor(np.float32(base)),
+                                  ops.convert_to_tensor(np.float32(factor)))
+            return np.asarray(ops.convert_to_numpy(result), "float32")
+        import tensorflow as tf
+
+        if self._host_fn is None:
+            scalar = tf.TensorSpec([], tf.float32)
+            self._host_fn = tf.function(
+                lambda s, b, f: self.rate_of(s, b, f), autograph=False,
+                input_signature=[tf.TensorSpec([None], tf.float32), scalar, scalar]).get_concrete_function()
+        return self._host_fn(tf.constant(steps), tf.constant(base, tf.float32),
+                             tf.constant(factor, tf.float32)).numpy()
+
+    # -- epochs and TensorBoard ---------------------------------------------------------
+    def start_epoch(self) -> None:
+        self._record()  # e.g. restored by BackupAndRestore, or set outside the fit
+        if self._written is None:
+            self._written = self._iterations()
+
+    def write_summaries(self, tag: str = "learning_rate") -> None:
+        """Writes the rate of every update since the last call, one scalar per step.
+
+        Step `n` holds the rate used by the n-th update (n >= 1), which is where
+        keras.callbacks.TensorBoard puts that batch's loss.
+        """
+        if not self.summaries.dirs or self._written is None:
+            return
+        done = self._iterations()
+        if done <= self._written:
+            return
+        # One more than written: the next update's rate, cached for the reads
+        # of optimizer.learning_rate at this epoch end.
+        updates = np.arange(self._written, done + 1)
+        self.summaries.write({tag: (updates[:-1] + 1, self.rates_on_host(updates)[:-1])})
+        self._written = done
+
+    def close(self) -> None:
+        self.summaries.close()
+
+    # -- saving mid-training (ModelCheckpoint) ------------------------------------------
     def get_config(self):
         original = self.original
         if isinstance(original, keras.Variable):
@@ -145,142 +384,20 @@ class RateController:
 
     @classmethod
     def from_config(cls, config):
-        """Loads as the optimizer's own rate: the schedule lives in the callbacks."""
+        """Loads as the optimizer's own rate (with any rescaling): the schedule
+        lives in the callbacks."""
         original = config["original"]
         if isinstance(original, dict):
             return keras.saving.deserialize_keras_object(original)
         return original
 
-    # -- composition ----------------------------------------------------------
-    def compose(self) -> None:
-        roles: dict[str, list[Any]] = {"decay": [], "warmup": []}
-        for cb in self.callbacks:
-            roles[cb._role].append(cb)
-        for role, cbs in roles.items():
-            if len(cbs) > 1:
-                names = ", ".join(type(c).__name__ for c in cbs)
-                raise ValueError(
-                    f"At most one {role} learning-rate callback can drive an optimizer; "
-                    f"received {len(cbs)} for optimizer {self.optimizer.name!r}: {names}. "
-                    "Compose the schedule with keras_trainkit.schedules (e.g. JoinSchedules) "
-                    "and pass it to callbacks.LearningRateSchedule instead."
-                )
-        base = self.original
-        if isinstance(base, keras.Variable):
-            base = rate_at_zero(base)
-        for cb in roles["decay"]:
-            base = cb._build_schedule(self.optimizer)
-        for cb in roles["warmup"]:
-            base = cb._build_schedule(self.optimizer, base)
-        self.schedule = base
 
-    # -- TensorBoard ------------------------------------------------------------
-    def start_epoch(self) -> None:
-        if self._written is None:
-            self._written = int(ops.convert_to_numpy(self.optimizer.iterations))
+def _strategy_scope(model: keras.Model):
+    """The model's `tf.distribute` strategy scope (TensorFlow), else a no-op."""
+    import contextlib
 
-    def write_summaries(self, tag: str) -> None:
-        """Writes the rate of every update since the last call, one scalar per step.
-
-        Step `n` holds the rate used by the n-th update (n >= 1), which is where
-        keras.callbacks.TensorBoard puts that batch's loss.
-        """
-        if not self.summaries.dirs or self._written is None:
-            return
-        done = int(ops.convert_to_numpy(self.optimizer.iterations))
-        if done <= self._written:
-            return
-        # One more than written: the next update's rate, which the cache then
-        # holds for Keras' TensorBoard.
-        updates = np.arange(self._written, done + 1)
-        self.summaries.write({tag: (updates[:-1] + 1, self.rates_on_host(updates)[:-1])})
-        self._written = done
-
-    def _schedule_on_host(self, steps: np.ndarray) -> np.ndarray:
-        """`schedule(steps)` for a float32 vector of steps, as float32 numpy.
-
-        On TensorFlow, one concrete function per schedule (traced once per
-        fit, then a fraction of a millisecond a call, against a few ms of
-        eager operations per step); elsewhere, eager evaluation.
-        """
-        schedule = self.schedule
-        if self._host_fn is None or self._host_fn[0] is not schedule:
-            fn = None
-            if keras.backend.backend() == "tensorflow":
-                import tensorflow as tf
-
-                fn = tf.function(lambda s: call_schedule(schedule, s), autograph=False,
-                                 input_signature=[tf.TensorSpec([None], tf.float32)]).get_concrete_function()
-            self._host_fn = (schedule, fn)
-        fn = self._host_fn[1]
-        if fn is None:
-            return np.asarray(ops.convert_to_numpy(call_schedule(schedule, ops.convert_to_tensor(steps))), "float32")
-        import tensorflow as tf
-
-        return fn(tf.constant(steps, tf.float32)).numpy()
-
-    def close(self) -> None:
-        self.summaries.close()
-
-
-def attach(callback: Any, model: keras.Model) -> list[RateController]:
-    """Registers `callback` with the controller of each of the model's optimizers."""
-    _train_hooks.check_backend()
-    controllers, installed = [], False
-    for optimizer in _train_hooks.target_optimizers(model):
-        controller = optimizer.__dict__.get(_CONTROLLER)
-        if controller is None:
-            original = optimizer._learning_rate
-            rate_at_zero(original)  # validates the kind of learning rate
-            controller = RateController(optimizer, original)
-            scale = getattr(optimizer, _SCALE, 1.0)
-            with _train_hooks.strategy_scope(model):
-                controller.scale = keras.Variable(scale, dtype="float32", trainable=False,
-                                                  name="learning_rate_scale",
-                                                  aggregation="only_first_replica")
-            controller.scale_history = [(0, scale)]
-            object.__setattr__(optimizer, _CONTROLLER, controller)
-            # Assigned directly: the `learning_rate` setter would untrack the
-            # optimizer's variable and change what checkpoints contain.
-            object.__setattr__(optimizer, "_learning_rate", controller)
-            installed = True
-        controller.callbacks.append(callback)
-        controller.compose()
-        controllers.append(controller)
-    if installed:
-        # fit() made its train function before on_train_begin, possibly
-        # reusing one traced with the previous learning rate: rebuild it.
-        model.make_train_function(force=True)
-    return controllers
-
-
-def detach(callback: Any, model: keras.Model) -> None:
-    for optimizer in _train_hooks.target_optimizers(model):
-        controller = optimizer.__dict__.get(_CONTROLLER)
-        if controller is None or callback not in controller.callbacks:
-            continue
-        controller.callbacks.remove(callback)
-        if controller.callbacks:
-            controller.compose()
-            continue
-        controller.close()
-        object.__setattr__(optimizer, "_learning_rate", controller.original)
-        object.__delattr__(optimizer, _CONTROLLER)
-        # Drop the train function traced with the controller.
-        model.make_train_function(force=True)
-
-
-def rate_logs(model: keras.Model) -> dict[str, float]:
-    """`learning_rate` (`learning_rate_<name>` per optimizer of a
-    MultiOptimizer): the rate used by the last update, for the epoch logs."""
-    optimizers = _train_hooks.target_optimizers(model)
-    logs = {}
-    for optimizer in optimizers:
-        controller = optimizer.__dict__.get(_CONTROLLER)
-        if controller is not None:
-            key = "learning_rate" if len(optimizers) == 1 else f"learning_rate_{optimizer.name}"
-            logs[key] = controller.last_rate()
-    return logs
+    strategy = getattr(model, "distribute_strategy", None) if keras.backend.backend() == "tensorflow" else None
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
 
 def _in_traced_step() -> bool:

@@ -13,17 +13,18 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_trainkit.callbacks import _train_hooks
+from keras_trainkit import _keras_hooks as hooks
 
 
-def tensorboard_dirs(callback: Any, log_dir: str | None) -> list[str]:
-    """Our own log dir's `train` run, and that of any keras TensorBoard sibling."""
+def tensorboard_dirs(session: Any, log_dir: str | None) -> list[str]:
+    """Our own log dir's `train` run, and that of any keras TensorBoard in the
+    fit of `session` (a `_session.Session`, or `None`)."""
     dirs = []
     if log_dir is not None:
         dirs.append(os.path.join(os.fspath(log_dir), "train"))
-    for sibling in _train_hooks.sibling_callbacks(callback):
+    for sibling in session.callbacks if session is not None else ():
         if isinstance(sibling, keras.callbacks.TensorBoard):
-            dirs.append(getattr(sibling, "_train_dir", os.path.join(sibling.log_dir, "train")))
+            dirs.append(hooks.tensorboard_train_dir(sibling))
     return list(dict.fromkeys(dirs))
 
 

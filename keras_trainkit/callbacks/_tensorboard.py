@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
-
-import keras
 import numpy as np
 
+from keras_trainkit import _keras_hooks as hooks
 from keras_trainkit.callbacks import _summaries
 
+__all__ = ["TensorBoard"]
 
-class TensorBoard(keras.callbacks.TensorBoard):
+
+class TensorBoard(hooks.TensorBoardHooks):
     """`keras.callbacks.TensorBoard` without per-batch work when it logs per epoch.
 
     Same arguments, defaults and files as Keras' callback. Keras' callback runs
@@ -31,6 +31,18 @@ class TensorBoard(keras.callbacks.TensorBoard):
     `GradientNormLogger`) find it in the callback list and write into its
     run directories, as they do with Keras' own.
 
+    Args:
+        log_dir: As in `keras.callbacks.TensorBoard`. Defaults to `"logs"`.
+        histogram_freq: As in Keras. Defaults to `0`.
+        write_graph: As in Keras. Defaults to `True`.
+        write_images: As in Keras. Defaults to `False`.
+        write_steps_per_second: As in Keras (per-batch work). Defaults to `False`.
+        update_freq: As in Keras; anything but `"epoch"` means per-batch work.
+            Defaults to `"epoch"`.
+        profile_batch: As in Keras (per-batch work when set). Defaults to `0`.
+        embeddings_freq: As in Keras. Defaults to `0`.
+        embeddings_metadata: As in Keras. Defaults to `None`.
+
     Example:
         >>> model.fit(x, y, callbacks=[WarmUp(100), CosineDecay(5000),
         ...                             GradientNormLogger(update_freq=100), TensorBoard("logs")])
@@ -43,46 +55,23 @@ class TensorBoard(keras.callbacks.TensorBoard):
                          write_images=write_images, write_steps_per_second=write_steps_per_second,
                          update_freq=update_freq, profile_batch=profile_batch,
                          embeddings_freq=embeddings_freq, embeddings_metadata=embeddings_metadata)
-        self.batch_hooks = not (update_freq == "epoch" and not self._should_trace and not write_steps_per_second)
+        self.batch_hooks = not (update_freq == "epoch" and not self.traces_batches() and not write_steps_per_second)
         self._epoch_writers: dict[str, _summaries.ScalarWriter] = {}  # by run dir
         if not self.batch_hooks:
-            # Instance attributes shadowing the subclass hooks with Keras' own
-            # no-op defaults, which `CallbackList` recognises as not overridden.
-            base = keras.callbacks.Callback
-            self.on_train_batch_begin = base.on_train_batch_begin.__get__(self)
-            self.on_train_batch_end = base.on_train_batch_end.__get__(self)
-            self.on_test_batch_begin = base.on_test_batch_begin.__get__(self)
+            # Keras' own no-op hooks, which `CallbackList` recognises as not
+            # overridden, shadowing the per-batch hooks of Keras' callback.
+            for name in ("on_train_batch_begin", "on_train_batch_end", "on_test_batch_begin"):
+                setattr(self, name, hooks.default_hook(self, name))
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self.batch_hooks and self._should_write_train_graph:
-            self._write_keras_model_train_graph()
-            self._should_write_train_graph = False
+        if not self.batch_hooks:
+            self.write_train_graph_once()
         super().on_epoch_end(epoch, logs)
 
-    def _log_epoch_metrics(self, epoch, logs):
-        """Keras' epoch scalars, written as records (see the class docstring)."""
-        if not logs:
-            return
-        train_logs = {k: v for k, v in logs.items() if not k.startswith("val_")}
-        val_logs = {k[4:]: v for k, v in logs.items() if k.startswith("val_")}
-        train_logs = self._collect_learning_rate(train_logs)
-        if self.write_steps_per_second:
-            train_logs["steps_per_second"] = self._compute_steps_per_second()
-        self._write(self._train_dir, {f"epoch_{name}": value for name, value in train_logs.items()}, epoch)
-        self._write(self._val_dir, {f"epoch_{name}": value for name, value in val_logs.items()}, epoch)
-
-    def on_test_end(self, logs=None):
-        optimizer = self.model.optimizer
-        if logs and optimizer and hasattr(optimizer, "iterations"):
-            step = int(keras.ops.convert_to_numpy(optimizer.iterations))
-            self._write(self._val_dir, {f"evaluation_{name}_vs_iterations": value for name, value in logs.items()},
-                        step)
-        self._pop_writer()
-
-    def _write(self, run_dir, scalars, step):
+    def write_scalars(self, run_dir, scalars, step):
+        """Writes `{tag: value}` at `step` into `run_dir` as event records."""
         if not scalars:
             return
-        run_dir = os.fspath(run_dir)
         writer = self._epoch_writers.get(run_dir)
         if writer is None:
             writer = self._epoch_writers[run_dir] = _summaries.ScalarWriter([run_dir])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import numbers
 from typing import Any
 
@@ -39,6 +40,28 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
     def compute(self, step: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    #: The attribute holding the rate the schedule starts from and scales (its
+    #: base), or `None` for a schedule with absolute values only.
+    base_attribute: str | None = "initial_learning_rate"
+
+    def with_base(self, base: Any) -> Schedule:
+        """This schedule with its base rate replaced by `base`, a float or a tensor.
+
+        The learning-rate callbacks use it to read the base from the
+        optimizer's own learning-rate variable inside the train step, so that
+        anything rescaling that variable (e.g. `ReduceLROnPlateau`) rescales
+        the schedule, and checkpoints carry the rescaling. Absolute terms
+        (`end_learning_rate`, a warm-up's `initial_learning_rate`) are kept.
+
+        Raises:
+            ValueError: for a schedule without a base (`base_attribute` is `None`).
+        """
+        if self.base_attribute is None:
+            raise ValueError(f"{type(self).__name__} has no base rate to replace.")
+        clone = copy.copy(self)
+        setattr(clone, self.base_attribute, base)
+        return clone
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
@@ -56,6 +79,8 @@ def call_schedule(schedule: Any, step: Any) -> Any:
         return schedule.compute(step)
     if isinstance(schedule, numbers.Real):
         return ops.full(ops.shape(step), float(schedule), dtype="float32")
+    if not callable(schedule):  # a tensor or variable: a constant rate read in the step
+        return ops.broadcast_to(ops.cast(schedule, "float32"), ops.shape(step))
     shape = ops.shape(step)
     if len(shape) == 0:
         return ops.cast(schedule(step), "float32")

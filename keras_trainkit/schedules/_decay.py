@@ -22,13 +22,15 @@ class Constant(Schedule):
         name: Name of the schedule. Defaults to `"Constant"`.
     """
 
+    base_attribute = "learning_rate"
+
     def __init__(self, learning_rate: float, name: str = "Constant"):
         super().__init__()
         self.learning_rate = v.non_negative("learning_rate", learning_rate)
         self.name = name
 
     def compute(self, step):
-        return ops.full(ops.shape(step), self.learning_rate, dtype="float32")
+        return ops.broadcast_to(ops.cast(self.learning_rate, "float32"), ops.shape(step))
 
     def get_config(self):
         return {"learning_rate": self.learning_rate, "name": self.name}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -82,6 +83,14 @@ class WarmUp(Schedule):
         self.offset = v.boolean("offset", offset)
         self.name = name
 
+    def with_base(self, base):
+        """Warms up to the wrapped schedule rebased on `base` (see `Schedule.with_base`);
+        the ramp's own `initial_learning_rate` is absolute and kept."""
+        clone = copy.copy(self)
+        inner = self.schedule
+        clone.schedule = inner.with_base(base) if isinstance(inner, Schedule) else base
+        return clone
+
     def compute(self, step):
         w = float(self.warmup_steps)
         if self.warmup_steps == 0:
@@ -136,6 +145,8 @@ class JoinSchedules(Schedule):
         >>> sched([0, 4, 5, 15])
         array([0.1 , 0.1 , 0.1 , 0.05], dtype=float32)
     """
+
+    base_attribute = None
 
     def __init__(self, schedules: Sequence[Any], boundaries: Sequence[int],
                  name: str = "JoinSchedules"):
