@@ -1,12 +1,22 @@
-"""Search efficiency: GeneticSearch versus Keras Tuner's own tuners at equal budget.
+"""Search efficiency: GeneticSearch and OptunaSearch versus Keras Tuner's own tuners.
 
 (a) `--suite synthetic`: the oracles alone on Hartmann6 (6-D, minimum
     -3.32237) and Branin (2-D, minimum 0.397887), no training: best regret
-    after `--trials` trials over `--seeds` seeds (mean, std, median), and the
-    oracle's own time per trial (time spent creating trials).
+    after 10, 25, 50, ... and `--trials` trials over `--seeds` seeds (mean,
+    std, median), and the oracle's own time per trial (time spent creating
+    trials, the oracle's file writes included).
 (b) `--suite digits`: the default `make_hypermodel` search space (MLP on
     scikit-learn's digits, `--epochs` epochs a trial): best validation
-    accuracy after `--trials` trials over `--seeds` seeds.
+    accuracy after `--trials` trials over `--seeds` seeds, and the training
+    epochs each search spent (pruned trials stop early): for every seed, the
+    epochs a tuner needed to reach random search's final best of that seed,
+    as a fraction of random search's total epochs.
+
+Tuners: `genetic`, `random`, `bayesian`, `hyperband`, and OptunaSearch with
+the TPE or CMA-ES sampler (`optuna-tpe`, `optuna-cmaes`), with a
+MedianPruner in the digits suite (`optuna-tpe-pruned`, `optuna-cmaes-pruned`).
+Optuna runs on an in-memory storage here (the default journal file adds its
+writes to the oracle time).
 
 Every tuner gets the same trial budget; Hyperband is capped at the same number
 of trials (its budget is otherwise set in epochs). Seeds run in the same order
@@ -21,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import statistics
 import sys
@@ -35,7 +46,26 @@ from _common import machine, write_json  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-TUNERS = ("genetic", "random", "bayesian", "hyperband")
+CHECKPOINTS = (10, 25, 50, 100, 200)  # regret after this many trials (the synthetic suite)
+TUNERS = ("genetic", "random", "bayesian", "hyperband", "optuna-tpe", "optuna-cmaes",
+          "optuna-tpe-pruned", "optuna-cmaes-pruned")
+# Pruning needs epochs: the synthetic suite runs the unpruned Optuna samplers only.
+DEFAULT_TUNERS = {"synthetic": TUNERS[:6], "digits": TUNERS}
+
+
+def optuna_kwargs(kind, seed):
+    """OptunaSearch/OptunaOracle arguments of an `optuna-*` tuner."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if "cmaes" in kind:
+        # Categorical and conditional parameters fall back to independent (random) sampling.
+        sampler = optuna.samplers.CmaEsSampler(seed=seed + 1, warn_independent_sampling=False)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=seed + 1)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1) if kind.endswith("-pruned") else None
+    return {"sampler": sampler, "pruner": pruner, "storage": optuna.storages.InMemoryStorage(),
+            "study_name": "bench"}
 
 
 def make_oracle(kind, objective, trials, seed, space):
@@ -45,6 +75,11 @@ def make_oracle(kind, objective, trials, seed, space):
 
     if kind == "genetic":
         return GeneticOracle(objective=objective, max_trials=trials, seed=seed, hyperparameters=space)
+    if kind.startswith("optuna"):
+        from keras_trainkit.tuning import OptunaOracle
+
+        return OptunaOracle(objective=objective, max_trials=trials, hyperparameters=space,
+                            **optuna_kwargs(kind, seed))
     if kind == "random":
         return keras_tuner.oracles.RandomSearchOracle(objective=objective, max_trials=trials, seed=seed + 1,
                                                       hyperparameters=space)
@@ -101,7 +136,7 @@ def synthetic(args):
     results = {}
     for pname, (fn, space, optimum) in problems.items():
         for kind in args.tuners:
-            regrets, per_trial = [], []
+            regrets, per_trial, curves = [], [], []
             for seed in range(args.seeds):
                 with tempfile.TemporaryDirectory() as d:
                     oracle = _timed(make_oracle(kind, keras_tuner.Objective("score", "min"), args.trials, seed, space()))
@@ -109,55 +144,121 @@ def synthetic(args):
                     tuner.oracle.verbose = 0
                     with _quiet_gp():
                         tuner.search(verbose=0)
-                    scores = [t.score for t in tuner.oracle.trials.values() if t.score is not None]
+                    scores = [tuner.oracle.trials[t].score for t in sorted(tuner.oracle.trials)]
+                    scores = [math.inf if s is None else s for s in scores]
                     regrets.append(min(scores) - optimum)
+                    curves.append([min(scores[:n]) - optimum for n in CHECKPOINTS if n <= len(scores)])
                     per_trial.append(oracle.seconds / max(1, len(tuner.oracle.trials)))
             results[f"{pname}/{kind}"] = {
                 "problem": pname, "tuner": kind, "regret_mean": statistics.mean(regrets),
                 "regret_std": statistics.pstdev(regrets), "regret_median": statistics.median(regrets),
-                "oracle_ms_per_trial": 1000 * statistics.mean(per_trial), "regrets": regrets}
+                "oracle_ms_per_trial": 1000 * statistics.mean(per_trial), "regrets": regrets,
+                "regret_curve": {n: statistics.mean(c[i] for c in curves)
+                                 for i, n in enumerate(CHECKPOINTS) if all(len(c) > i for c in curves)}}
             print(f"{pname:10s} {kind:10s} regret {statistics.mean(regrets):.4f} ± "
                   f"{statistics.pstdev(regrets):.4f}  oracle {1000 * statistics.mean(per_trial):.1f} ms/trial",
                   flush=True)
-    lines = ["| problem | tuner | best regret, mean ± std | median | oracle ms per trial |", "|---|---|---|---|---|"]
+    checkpoints = [n for n in CHECKPOINTS if n < args.trials]
+    lines = ["| problem | tuner | " + " | ".join(f"mean regret after {n}" for n in checkpoints)
+             + " | best regret, mean ± std | median | oracle ms per trial |",
+             "|---|---|" + "---|" * len(checkpoints) + "---|---|---|"]
     for r in results.values():
-        lines.append(f"| {r['problem']} | {r['tuner']} | {r['regret_mean']:.4f} ± {r['regret_std']:.4f} | "
+        lines.append(f"| {r['problem']} | {r['tuner']} | "
+                     + "".join(f"{r['regret_curve'][n]:.4f} | " for n in checkpoints)
+                     + f"{r['regret_mean']:.4f} ± {r['regret_std']:.4f} | "
                      f"{r['regret_median']:.4f} | {r['oracle_ms_per_trial']:.1f} |")
     return results, "\n".join(lines)
 
 
+class _EpochLog:
+    """Epochs and val_accuracy of every fit (shared across Keras Tuner's deep copies)."""
+
+    def __new__(cls):
+        import keras
+
+        class Log(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.fits = []
+
+            def __deepcopy__(self, memo):
+                return self
+
+            def on_train_begin(self, logs=None):
+                self.fits.append([])
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.fits[-1].append(float(logs.get("val_accuracy", float("nan"))))
+
+        return Log()
+
+
+def _curve(fits):
+    """(cumulative epochs, best val_accuracy so far) after each fit."""
+    out, epochs, best = [], 0, float("-inf")
+    for fit in fits:
+        epochs += len(fit)
+        if fit:
+            best = max(best, max(fit))
+        out.append((epochs, best))
+    return out
+
+
 def digits(args):
+    import keras
     import keras_tuner
 
     from keras_trainkit.data import load_digits
-    from keras_trainkit.tuning import make_hypermodel
+    from keras_trainkit.tuning import OptunaSearch, make_hypermodel
 
     (x, y), (xv, yv) = load_digits()
     if args.smoke:
         x, y, xv, yv = x[:200], y[:200], xv[:100], yv[:100]
     hypermodel = make_hypermodel((64,), 10, epochs=args.epochs, early_stopping_patience=None)
-    results = {}
+    objective = keras_tuner.Objective("val_accuracy", "max")
+    runs = {}
     for kind in args.tuners:
-        bests = []
+        runs[kind] = []
         for seed in range(args.seeds):
+            keras.utils.set_random_seed(seed)  # weights and shuffling: the same for every tuner
             with tempfile.TemporaryDirectory() as d:
-                oracle = make_oracle(kind, keras_tuner.Objective("val_accuracy", "max"), args.trials, seed,
-                                     keras_tuner.HyperParameters())
-                if kind == "hyperband":
-                    oracle.max_epochs = args.epochs
-                tuner = keras_tuner.Tuner(oracle=oracle, hypermodel=hypermodel, directory=d, project_name="p",
-                                          overwrite=True)
+                if kind.startswith("optuna"):
+                    tuner = OptunaSearch(hypermodel, objective=objective, max_trials=args.trials, directory=d,
+                                         project_name="p", overwrite=True, **optuna_kwargs(kind, seed))
+                else:
+                    oracle = make_oracle(kind, objective, args.trials, seed, keras_tuner.HyperParameters())
+                    if kind == "hyperband":
+                        oracle.max_epochs = args.epochs
+                    tuner = keras_tuner.Tuner(oracle=oracle, hypermodel=hypermodel, directory=d, project_name="p",
+                                              overwrite=True)
+                log = _EpochLog()
                 with _quiet_gp():
-                    tuner.search(x, y, validation_data=(xv, yv), verbose=0)
-                bests.append(max(t.score for t in tuner.oracle.trials.values() if t.score is not None))
-        results[kind] = {"tuner": kind, "best_mean": statistics.mean(bests),
-                         "best_std": statistics.pstdev(bests), "bests": bests}
-        print(f"digits {kind:10s} best val_accuracy {statistics.mean(bests):.4f} ± {statistics.pstdev(bests):.4f}",
+                    tuner.search(x, y, validation_data=(xv, yv), callbacks=[log], verbose=0)
+                runs[kind].append(_curve(log.fits))
+    results = {}
+    for kind, curves in runs.items():
+        bests = [c[-1][1] for c in curves]
+        epochs = [c[-1][0] for c in curves]
+        entry = {"tuner": kind, "best_mean": statistics.mean(bests), "best_std": statistics.pstdev(bests),
+                 "bests": bests, "epochs": epochs, "curves": curves}
+        if "random" in runs:
+            fractions = []
+            for curve, reference in zip(curves, runs["random"]):
+                target, total = reference[-1][1], reference[-1][0]
+                reached = [e for e, b in curve if b >= target]
+                fractions.append(reached[0] / total if reached else None)
+            entry["fraction_of_random_epochs"] = fractions
+        results[kind] = entry
+        print(f"digits {kind:20s} best val_accuracy {entry['best_mean']:.4f} ± {entry['best_std']:.4f}  "
+              f"epochs {statistics.mean(epochs):.0f}  to random's best: {entry.get('fraction_of_random_epochs')}",
               flush=True)
-    lines = ["| tuner | best val_accuracy, mean ± std | per seed |", "|---|---|---|"]
+    lines = ["| tuner | best val_accuracy, mean ± std | per seed | epochs spent (mean) | "
+             "epochs to reach random's final best, fraction of random's epochs, per seed |", "|---|---|---|---|---|"]
     for r in results.values():
+        fractions = r.get("fraction_of_random_epochs") or []
         lines.append(f"| {r['tuner']} | {r['best_mean']:.4f} ± {r['best_std']:.4f} | "
-                     + ", ".join(f"{b:.3f}" for b in r["bests"]) + " |")
+                     + ", ".join(f"{b:.3f}" for b in r["bests"]) + f" | {statistics.mean(r['epochs']):.0f} | "
+                     + ", ".join("not reached" if f is None else f"{f:.2f}" for f in fractions) + " |")
     return results, "\n".join(lines)
 
 
@@ -167,14 +268,17 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--trials", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--tuners", default=",".join(TUNERS))
+    parser.add_argument("--tuners", default=None, help="comma-separated; default: all of the suite's")
     parser.add_argument("--smoke", action="store_true", help="2 seeds, a few trials")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    args.tuners = [t for t in args.tuners.split(",") if t]
+    args.tuners = [t for t in (args.tuners or ",".join(DEFAULT_TUNERS[args.suite])).split(",") if t]
     unknown = set(args.tuners) - set(TUNERS)
     if unknown:
         raise ValueError(f"Argument `--tuners` has unknown names {sorted(unknown)}; choose from {TUNERS}.")
+    if args.suite == "synthetic" and any(t.endswith("-pruned") for t in args.tuners):
+        raise ValueError(f"Argument `--tuners`: pruning needs epochs; the synthetic suite has none. "
+                         f"Received: --tuners={','.join(args.tuners)}")
     defaults = {"synthetic": (10, 100), "digits": (5, 20)}[args.suite]
     args.seeds = args.seeds or (2 if args.smoke else defaults[0])
     args.trials = args.trials or (4 if args.smoke else defaults[1])

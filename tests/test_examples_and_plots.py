@@ -85,13 +85,17 @@ def test_search_efficiency_benchmark_smoke(tmp_path, suite):
     out = tmp_path / "search.json"
     args = ["--smoke", "--suite", suite, "--out", str(out)]
     if suite == "digits":
-        args += ["--tuners", "genetic,random", "--seeds", "1", "--trials", "2"]
+        args += ["--tuners", "random,optuna-tpe-pruned", "--seeds", "1", "--trials", "2"]
     results = load_script("benchmarks/search_efficiency.py").main(args)
     assert out.exists()
     if suite == "synthetic":
         assert set(results) == {f"{p}/{t}" for p in ("hartmann6", "branin")
-                                for t in ("genetic", "random", "bayesian", "hyperband")}
+                                for t in ("genetic", "random", "bayesian", "hyperband", "optuna-tpe",
+                                          "optuna-cmaes")}
         assert all(r["regret_mean"] >= 0 for r in results.values())
     else:
-        assert set(results) == {"genetic", "random"}
+        assert set(results) == {"random", "optuna-tpe-pruned"}
         assert all(0 <= r["best_mean"] <= 1 for r in results.values())
+        # Epochs: 2 trials of 1 epoch (smoke); random reaches its own final best within them.
+        assert results["random"]["epochs"] == [2]
+        assert results["random"]["fraction_of_random_epochs"][0] in (0.5, 1.0)
