@@ -5,12 +5,14 @@ from __future__ import annotations
 from keras import ops
 
 from keras_trainkit import _validation as v
-from keras_trainkit.optimizers._base import (
-    TrainkitOptimizer,
-    beta,
+from keras_trainkit.optimizers._base import TrainkitOptimizer, beta, document, register
+from keras_trainkit.optimizers._blocks import (
+    debias,
     dense_gradient,
-    document,
-    register,
+    nesterov_debiased,
+    scale_by_root,
+    update_count,
+    update_moment,
 )
 
 
@@ -115,34 +117,22 @@ class AdaBelief(TrainkitOptimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
-        gradient = ops.cast(dense_gradient(gradient, variable), dtype)
-        index = self._get_variable_index(variable)
-        m = self._momentums[index]
-        s = self._beliefs[index]
+        gradient = dense_gradient(gradient, variable)
+        index = self.variable_index(variable)
         b1, b2 = self.beta_1, self.beta_2
-
-        t = self._step()
-        lr = ops.cast(learning_rate, "float32")
-        bias_1 = 1.0 - ops.power(b1, t)
-        scale_s = ops.cast(1.0 / (1.0 - ops.power(b2, t)), dtype)
-
-        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1.0 - b1))
+        m = update_moment(self, self._momentums[index], gradient, b1)
         surprise = ops.subtract(gradient, m)
-        delta_s = ops.multiply(ops.subtract(ops.square(surprise), s), 1.0 - b2)
-        if self.epsilon_root:
-            delta_s = ops.add(delta_s, self.epsilon_root)
-        self.assign_add(s, delta_s)
+        s = update_moment(self, self._beliefs[index], ops.square(surprise), b2, self.epsilon_root)
 
+        t = update_count(self)
+        lr = ops.cast(learning_rate, "float32")
         if self.nesterov:
-            bias_1_next = 1.0 - ops.power(b1, t + 1.0)
-            numerator = ops.add(
-                ops.multiply(m, ops.cast(lr * b1 / bias_1_next, dtype)),
-                ops.multiply(gradient, ops.cast(lr * (1.0 - b1) / bias_1, dtype)),
-            )
+            numerator = nesterov_debiased(m, gradient, b1, t, lr)
         else:
-            numerator = ops.multiply(m, ops.cast(lr / bias_1, dtype))
-        denominator = ops.add(ops.sqrt(ops.multiply(s, scale_s)), self.epsilon)
-        self.assign_sub(variable, ops.divide(numerator, denominator))
+            numerator = ops.multiply(m, debias(b1, t, dtype, lr))
+        self.assign_sub(
+            variable, scale_by_root(numerator, s, self.epsilon, scale=debias(b2, t, dtype))
+        )
 
     def get_config(self):
         config = super().get_config()

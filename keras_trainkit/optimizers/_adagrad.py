@@ -7,6 +7,7 @@ from keras import ops
 
 from keras_trainkit import _validation as v
 from keras_trainkit.optimizers._base import TrainkitOptimizer, document, register
+from keras_trainkit.optimizers._blocks import scale_by_root
 
 
 @register
@@ -99,13 +100,12 @@ class Adagrad(TrainkitOptimizer):
     def update_step(self, gradient, variable, learning_rate):
         lr = ops.cast(learning_rate, variable.dtype)
         gradient = ops.cast(gradient, variable.dtype)
-        accumulator = self._accumulators[self._get_variable_index(variable)]
+        accumulator = self._accumulators[self.variable_index(variable)]
         self.assign_add(accumulator, ops.square(gradient))
+        # Sparse rows stay sparse: only the rows present are updated.
         self.assign_sub(
             variable,
-            ops.divide(
-                ops.multiply(lr, gradient), ops.sqrt(ops.add(accumulator, self.epsilon))
-            ),
+            scale_by_root(ops.multiply(lr, gradient), accumulator, epsilon=0.0, epsilon_root=self.epsilon),
         )
 
     def get_config(self):

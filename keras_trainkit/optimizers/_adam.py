@@ -5,11 +5,12 @@ from __future__ import annotations
 from keras import ops
 
 from keras_trainkit import _validation as v
-from keras_trainkit.optimizers._base import (
-    TrainkitOptimizer,
-    beta,
-    document,
-    register,
+from keras_trainkit.optimizers._base import TrainkitOptimizer, beta, document, register
+from keras_trainkit.optimizers._blocks import (
+    bias_correction,
+    scale_by_root,
+    update_count,
+    update_moment,
 )
 
 
@@ -127,30 +128,21 @@ class Adam(TrainkitOptimizer):
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
         gradient = ops.cast(gradient, dtype)
-        index = self._get_variable_index(variable)
-        m = self._momentums[index]
-        s = self._velocities[index]
+        index = self.variable_index(variable)
         if self.bias_correction:
-            t = ops.cast(self.iterations + 1, dtype)
-            correction_1 = 1 - ops.power(ops.cast(self.beta_1, dtype), t)
-            correction_2 = 1 - ops.power(ops.cast(self.beta_2, dtype), t)
-            alpha = lr * ops.sqrt(correction_2) / correction_1
+            t = update_count(self, dtype)
+            alpha = lr * ops.sqrt(bias_correction(self.beta_2, t)) / bias_correction(self.beta_1, t)
         else:
             alpha = lr
         # Dense from here on: subtracting the dense moment merges IndexedSlices
         # rows (after squaring them, for `s`), exactly as Keras does.
-        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
-        self.assign_add(
-            s, ops.multiply(ops.subtract(ops.square(gradient), s), 1 - self.beta_2)
-        )
+        m = update_moment(self, self._momentums[index], gradient, self.beta_1)
+        s = update_moment(self, self._velocities[index], ops.square(gradient), self.beta_2)
         if self.amsgrad:
             s_max = self._velocity_maxima[index]
             self.assign(s_max, ops.maximum(s_max, s))
             s = s_max
-        self.assign_sub(
-            variable,
-            ops.divide(ops.multiply(m, alpha), ops.add(ops.sqrt(s), self.epsilon)),
-        )
+        self.assign_sub(variable, scale_by_root(ops.multiply(m, alpha), s, self.epsilon))
 
     def get_config(self):
         config = super().get_config()

@@ -5,12 +5,14 @@ from __future__ import annotations
 from keras import ops
 
 from keras_trainkit import _validation as v
-from keras_trainkit.optimizers._base import (
-    TrainkitOptimizer,
-    beta,
+from keras_trainkit.optimizers._base import TrainkitOptimizer, beta, document, register
+from keras_trainkit.optimizers._blocks import (
+    debias,
     dense_gradient,
-    document,
-    register,
+    scale_by_root,
+    update_count,
+    update_moment,
+    update_trace,
 )
 
 
@@ -126,36 +128,30 @@ class Adan(TrainkitOptimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
-        gradient = ops.cast(dense_gradient(gradient, variable), dtype)
-        index = self._get_variable_index(variable)
-        m = self._momentums[index]
-        d_m = self._difference_momentums[index]
-        n = self._second_moments[index]
+        gradient = dense_gradient(gradient, variable)
+        index = self.variable_index(variable)
         g_prev = self._previous_gradients[index]
         b1, b2, b3 = self.beta_1, self.beta_2, self.beta_3
 
-        t = self._step()
+        t = update_count(self)
         lr = ops.cast(learning_rate, "float32")
         # (1 - beta_2) * d, with d = 0 on the first update.
         d_weight = ops.cast(ops.where(ops.greater(t, 1.0), 1.0 - b2, 0.0), dtype)
-        step_m = ops.cast(lr / (1.0 - ops.power(b1, t)), dtype)
-        step_v = ops.cast(lr * (1.0 - b2) / (1.0 - ops.power(b2, t)), dtype)
-        scale_n = ops.cast(1.0 / (1.0 - ops.power(b3, t)), dtype)
-
         weighted_d = ops.multiply(ops.subtract(gradient, g_prev), d_weight)
         self.assign(g_prev, gradient)
-        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1.0 - b1))
-        self.assign(d_m, ops.add(ops.multiply(d_m, b2), weighted_d))
+        m = update_moment(self, self._momentums[index], gradient, b1)
+        v = update_trace(self, self._difference_momentums[index], weighted_d, b2)
         corrected = ops.add(gradient, weighted_d)
-        self.assign_add(n, ops.multiply(ops.subtract(ops.square(corrected), n), 1.0 - b3))
+        n = update_moment(self, self._second_moments[index], ops.square(corrected), b3)
 
-        numerator = ops.add(ops.multiply(m, step_m), ops.multiply(d_m, step_v))
-        root = ops.multiply(n, scale_n)
-        if self.epsilon_root:
-            root = ops.add(root, self.epsilon_root)
-        self.assign_sub(
-            variable, ops.divide(numerator, ops.add(ops.sqrt(root), self.epsilon))
+        numerator = ops.add(
+            ops.multiply(m, debias(b1, t, dtype, lr)),
+            ops.multiply(v, debias(b2, t, dtype, lr * (1.0 - b2))),
         )
+        update = scale_by_root(
+            numerator, n, self.epsilon, scale=debias(b3, t, dtype), epsilon_root=self.epsilon_root
+        )
+        self.assign_sub(variable, update)
 
     def get_config(self):
         config = super().get_config()

@@ -1,8 +1,10 @@
 """Shared base of keras_trainkit's optimizers.
 
 Holds what every optimizer repeats: eager validation of the learning rate and
-of Keras' base keyword arguments, the shared part of the docstrings, the
-registration decorator, and two small tensor helpers.
+of Keras' base keyword arguments, the shared part of the docstrings and the
+registration decorator. The shared pieces of the update rules are in
+`_blocks.py`; the Keras internals the base class needs, in
+`keras_trainkit._keras_hooks.OptimizerHooks`.
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-from keras import ops
 
 from keras_trainkit import _validation as v
+from keras_trainkit._keras_hooks import OptimizerHooks
 
 register = keras.saving.register_keras_serializable(package="keras_trainkit")
 
@@ -109,38 +111,16 @@ def beta(name: str, value: Any) -> float:
     return v.real(name, value, low=0.0, high=1.0, high_inclusive=False)
 
 
-def is_indexed_slices(gradient: Any) -> bool:
-    """True for TensorFlow's `IndexedSlices` (sparse rows, e.g. of an Embedding).
-
-    Recognised by name and shape of its parts, so no TensorFlow import is needed.
-    """
-    return type(gradient).__name__ == "IndexedSlices" and all(
-        hasattr(gradient, a) for a in ("indices", "values", "dense_shape")
-    )
-
-
-def dense_gradient(gradient: Any, variable: Any) -> Any:
-    """The gradient as a dense tensor; rows repeated in `IndexedSlices` are summed.
-
-    Only the TensorFlow backend produces `IndexedSlices`; elsewhere this is the
-    identity and costs nothing in the compiled step.
-    """
-    if is_indexed_slices(gradient):
-        indices = ops.expand_dims(ops.cast(gradient.indices, "int32"), -1)
-        return ops.scatter(indices, gradient.values, tuple(variable.shape))
-    return gradient
-
-
-class TrainkitOptimizer(keras.optimizers.Optimizer):
+class TrainkitOptimizer(OptimizerHooks):
     """Validates the learning rate and Keras' base arguments, then defers to Keras.
 
-    Subclasses with a weight decay of their own (coupled into the update, as in
-    their paper) set `_decoupled_weight_decay = False`: Keras then does not
-    apply its decoupled decay and the subclass reads `self.weight_decay` in
-    `update_step`, honouring `exclude_from_weight_decay()`.
+    Subclasses implement `build` and `update_step` with the public names of
+    `OptimizerHooks` (`variable_index`, `applies_weight_decay_to`) and the
+    blocks of `_blocks.py`. Those with a weight decay of their own (coupled
+    into the update, as in their paper) set `decoupled_weight_decay = False`:
+    Keras then does not apply its decoupled decay and the subclass calls
+    `_blocks.add_decayed_weights` in `update_step`.
     """
-
-    _decoupled_weight_decay = True
 
     def __init__(
         self,
@@ -175,17 +155,3 @@ class TrainkitOptimizer(keras.optimizers.Optimizer):
     def from_config(cls, config, custom_objects=None):
         # Keras deserializes the learning rate in place; leave the caller's dict alone.
         return super().from_config(dict(config), custom_objects=custom_objects)
-
-    def _apply_weight_decay(self, variables):
-        if self._decoupled_weight_decay:
-            super()._apply_weight_decay(variables)
-
-    def _coupled_weight_decay(self, variable) -> float:
-        """The coupled decay rate for `variable` (0 when excluded or unset)."""
-        if not self.weight_decay or not self._use_weight_decay(variable):
-            return 0.0
-        return self.weight_decay
-
-    def _step(self) -> Any:
-        """The 1-based number of the update being applied, as float32."""
-        return ops.cast(ops.add(self.iterations, 1), "float32")

@@ -5,11 +5,12 @@ from __future__ import annotations
 from keras import ops
 
 from keras_trainkit import _validation as v
-from keras_trainkit.optimizers._base import (
-    TrainkitOptimizer,
+from keras_trainkit.optimizers._base import TrainkitOptimizer, document, register
+from keras_trainkit.optimizers._blocks import (
+    add_decayed_weights,
+    apply_momentum,
     dense_gradient,
-    document,
-    register,
+    trust_ratio,
 )
 
 
@@ -62,7 +63,7 @@ class LARS(TrainkitOptimizer):
         [3.0, 3.995]
     """
 
-    _decoupled_weight_decay = False
+    decoupled_weight_decay = False
 
     def __init__(
         self,
@@ -116,30 +117,15 @@ class LARS(TrainkitOptimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
-        gradient = ops.cast(dense_gradient(gradient, variable), dtype)
-        decay = self._coupled_weight_decay(variable)
-        if decay:
-            gradient = ops.add(gradient, ops.multiply(variable, decay))
-        w_norm = ops.sqrt(ops.sum(ops.square(variable)))
-        u_norm = ops.sqrt(ops.sum(ops.square(gradient)))
-        ratio = ops.where(
-            ops.logical_or(ops.equal(w_norm, 0.0), ops.equal(u_norm, 0.0)),
-            ops.ones((), dtype),
-            ops.divide(
-                ops.multiply(w_norm, self.trust_coefficient),
-                ops.add(u_norm, self.epsilon),
-            ),
-        )
-        step = ops.multiply(gradient, ops.negative(ops.multiply(ratio, ops.cast(learning_rate, dtype))))
+        update = add_decayed_weights(self, dense_gradient(gradient, variable), variable)
+        ratio = trust_ratio(variable, update, self.trust_coefficient, self.epsilon)
+        step = ops.multiply(update, ops.negative(ops.multiply(ratio, ops.cast(learning_rate, dtype))))
         if not self.momentum:
             self.assign_add(variable, step)
             return
-        buffer = self._momentums[self._get_variable_index(variable)]
-        self.assign(buffer, ops.add(step, ops.multiply(buffer, self.momentum)))
-        if self.nesterov:
-            self.assign_add(variable, ops.add(step, ops.multiply(buffer, self.momentum)))
-        else:
-            self.assign_add(variable, buffer)
+        buffer = self._momentums[self.variable_index(variable)]
+        # optax's order of the sums: bitwise optax's trajectory on JAX.
+        apply_momentum(self, variable, buffer, step, self.momentum, self.nesterov, value_first=True)
 
     def get_config(self):
         config = super().get_config()

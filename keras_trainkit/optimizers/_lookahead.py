@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_trainkit import _validation as v
+from keras_trainkit._keras_hooks import WholeStepOptimizer
 from keras_trainkit.optimizers._base import TrainkitOptimizer, document, register
 
 
@@ -21,7 +22,7 @@ def _copy_of(variable):
 
 @register
 @document
-class Lookahead(TrainkitOptimizer):
+class Lookahead(TrainkitOptimizer, WholeStepOptimizer):
     """Lookahead around any Keras optimizer: slow weights pulled towards fast ones.
 
     Matches `optax.lookahead` (`reset_state=False`) with the same inner
@@ -43,7 +44,9 @@ class Lookahead(TrainkitOptimizer):
     whole (inner + sync) steps, its EMA averages the fast weights, and its
     decoupled `weight_decay` uses the inner learning rate. Evaluate with the
     fast weights, as optax's example does; the slow weights are
-    `optimizer.slow_weights`.
+    `optimizer.slow_weights`. The inner optimizer is `inner_optimizer` (the
+    attribute Keras' `LossScaleOptimizer` uses, so code that unwraps wrappers
+    finds it; `optimizer` is the same object).
 
     Args:
         optimizer: The inner (fast) `keras.optimizers.Optimizer`, or its
@@ -128,8 +131,13 @@ class Lookahead(TrainkitOptimizer):
         self.optimizer.learning_rate = learning_rate
 
     @property
+    def inner_optimizer(self):
+        """The wrapped (fast) optimizer, read-only: the same object as `optimizer`."""
+        return self.optimizer
+
+    @property
     def variables(self):
-        return self._variables[:] + self.optimizer.variables
+        return super().variables + self.optimizer.variables
 
     @property
     def slow_weights(self):
@@ -146,7 +154,7 @@ class Lookahead(TrainkitOptimizer):
         ]
         self.optimizer.build(variables)
 
-    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+    def whole_step(self, grads, trainable_variables, learning_rate):
         # The whole inner step (its own clipping, decay, schedule and update
         # count), then the synchronisation on every sync_period-th step.
         self.optimizer.apply(grads, trainable_variables)
@@ -154,7 +162,7 @@ class Lookahead(TrainkitOptimizer):
 
         def synchronise():
             for variable in trainable_variables:
-                slow = self._slow_weights[self._get_variable_index(variable)]
+                slow = self._slow_weights[self.variable_index(variable)]
                 alpha = ops.cast(self.slow_step_size, variable.dtype)
                 fast_value = ops.convert_to_tensor(variable)
                 slow_value = ops.convert_to_tensor(slow)

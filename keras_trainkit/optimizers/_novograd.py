@@ -5,12 +5,14 @@ from __future__ import annotations
 from keras import ops
 
 from keras_trainkit import _validation as v
-from keras_trainkit.optimizers._base import (
-    TrainkitOptimizer,
-    beta,
+from keras_trainkit.optimizers._base import TrainkitOptimizer, beta, document, register
+from keras_trainkit.optimizers._blocks import (
+    add_decayed_weights,
     dense_gradient,
-    document,
-    register,
+    moving_average,
+    scale_by_root,
+    squared_l2_norm,
+    update_trace,
 )
 
 
@@ -59,7 +61,7 @@ class NovoGrad(TrainkitOptimizer):
         [0.94, 0.92]
     """
 
-    _decoupled_weight_decay = False
+    decoupled_weight_decay = False
 
     def __init__(
         self,
@@ -120,27 +122,21 @@ class NovoGrad(TrainkitOptimizer):
         ]
 
     def update_step(self, gradient, variable, learning_rate):
-        dtype = variable.dtype
-        gradient = ops.cast(dense_gradient(gradient, variable), dtype)
-        index = self._get_variable_index(variable)
-        m = self._momentums[index]
+        gradient = dense_gradient(gradient, variable)
+        index = self.variable_index(variable)
         s = self._second_moments[index]
-
-        squared_norm = ops.sum(ops.square(gradient))
-        first = ops.equal(self.iterations, 0)
+        squared_norm = squared_l2_norm(gradient)
         new_s = ops.where(
-            first,
+            ops.equal(self.iterations, 0),
             squared_norm,
-            ops.add(ops.multiply(s, self.beta_2), ops.multiply(squared_norm, 1.0 - self.beta_2)),
+            moving_average(s, squared_norm, self.beta_2),
         )
         self.assign(s, new_s)
-        root = ops.add(new_s, self.epsilon_root) if self.epsilon_root else new_s
-        normalised = ops.multiply(gradient, ops.divide(1.0, ops.add(ops.sqrt(root), self.epsilon)))
-        decay = self._coupled_weight_decay(variable)
-        if decay:
-            normalised = ops.add(normalised, ops.multiply(variable, decay))
-        self.assign(m, ops.add(ops.multiply(m, self.beta_1), normalised))
-        self.assign_sub(variable, ops.multiply(m, ops.cast(learning_rate, dtype)))
+        # One scalar division per variable, then a multiplication per element.
+        inverse_norm = scale_by_root(1.0, new_s, self.epsilon, epsilon_root=self.epsilon_root)
+        normalised = add_decayed_weights(self, ops.multiply(gradient, inverse_norm), variable)
+        m = update_trace(self, self._momentums[index], normalised, self.beta_1)
+        self.assign_sub(variable, ops.multiply(m, ops.cast(learning_rate, variable.dtype)))
 
     def get_config(self):
         config = super().get_config()

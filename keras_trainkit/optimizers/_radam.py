@@ -5,12 +5,15 @@ from __future__ import annotations
 from keras import ops
 
 from keras_trainkit import _validation as v
-from keras_trainkit.optimizers._base import (
-    TrainkitOptimizer,
-    beta,
+from keras_trainkit.optimizers._base import TrainkitOptimizer, beta, document, register
+from keras_trainkit.optimizers._blocks import (
+    bias_correction,
+    debias,
     dense_gradient,
-    document,
-    register,
+    nesterov_debiased,
+    scale_by_root,
+    update_count,
+    update_moment,
 )
 
 
@@ -129,20 +132,21 @@ class RAdam(TrainkitOptimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
-        gradient = ops.cast(dense_gradient(gradient, variable), dtype)
-        index = self._get_variable_index(variable)
-        m = self._momentums[index]
-        s = self._velocities[index]
+        gradient = dense_gradient(gradient, variable)
+        index = self.variable_index(variable)
         b1, b2 = self.beta_1, self.beta_2
+        m = update_moment(self, self._momentums[index], gradient, b1)
+        s = update_moment(self, self._velocities[index], ops.square(gradient), b2)
 
         # Scalars in float32 (as optax computes them), then cast.
-        t = self._step()
+        t = update_count(self)
         lr = ops.cast(learning_rate, "float32")
         b2_t = ops.power(b2, t)
+        correction_2 = bias_correction(b2, t)  # 1 - b2_t
         rho_inf = 2.0 / (1.0 - b2) - 1.0
-        rho_t = rho_inf - ops.divide(ops.multiply(2.0 * t, b2_t), 1.0 - b2_t)
+        rho_t = rho_inf - ops.divide(ops.multiply(2.0 * t, b2_t), correction_2)
         rectified = ops.greater_equal(rho_t, self.threshold)
-        # Clamped so the unused branch stays finite while rho_t < 4.
+        # Clamped so the unused value stays finite while rho_t < 4.
         rho_safe = ops.maximum(rho_t, self.threshold)
         r_t = ops.sqrt(
             ops.divide(
@@ -150,36 +154,27 @@ class RAdam(TrainkitOptimizer):
                 ((rho_inf - 4.0) * (rho_inf - 2.0)) * rho_safe,
             )
         )
-        bias_1 = 1.0 - ops.power(b1, t)
-        scale_s = ops.cast(1.0 / (1.0 - b2_t), dtype)
 
-        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1.0 - b1))
-        self.assign_add(s, ops.multiply(ops.subtract(ops.square(gradient), s), 1.0 - b2))
+        # Both phases are one expression, switched by scalars (no branch, so
+        # it fuses): unrectified, the root's scale is 0 and epsilon 1, so the
+        # denominator is exactly 1 (for a finite s) and the step exactly
+        # lr * m_hat.
+        def select(rectified_value, plain_value):
+            return ops.cast(ops.where(rectified, rectified_value, plain_value), dtype)
+
+        scale = ops.where(rectified, lr * r_t, lr)
         if self.nesterov:
-            bias_1_next = 1.0 - ops.power(b1, t + 1.0)
-            m_hat = ops.add(
-                ops.multiply(m, ops.cast(b1 / bias_1_next, dtype)),
-                ops.multiply(gradient, ops.cast((1.0 - b1) / bias_1, dtype)),
-            )
-            step_rect = ops.cast(lr * r_t, dtype)
-            step_plain = ops.cast(lr, dtype)
+            numerator = nesterov_debiased(m, gradient, b1, t, scale)
         else:
-            m_hat = m
-            step_rect = ops.cast(lr * r_t / bias_1, dtype)
-            step_plain = ops.cast(lr / bias_1, dtype)
-
-        def rectified_update():
-            root = ops.multiply(s, scale_s)
-            if self.epsilon_root:
-                root = ops.add(root, self.epsilon_root)
-            return ops.divide(
-                ops.multiply(m_hat, step_rect), ops.add(ops.sqrt(root), self.epsilon)
-            )
-
-        def plain_update():
-            return ops.multiply(m_hat, step_plain)
-
-        self.assign_sub(variable, ops.cond(rectified, rectified_update, plain_update))
+            numerator = ops.multiply(m, debias(b1, t, dtype, scale))
+        update = scale_by_root(
+            numerator,
+            s,
+            epsilon=select(self.epsilon, 1.0),
+            scale=select(ops.divide(1.0, correction_2), 0.0),
+            epsilon_root=select(self.epsilon_root, 0.0) if self.epsilon_root else 0.0,
+        )
+        self.assign_sub(variable, update)
 
     def get_config(self):
         config = super().get_config()

@@ -6,6 +6,11 @@ from keras import ops
 
 from keras_trainkit import _validation as v
 from keras_trainkit.optimizers._base import TrainkitOptimizer, beta, document, register
+from keras_trainkit.optimizers._blocks import (
+    moving_average,
+    scale_by_root,
+    update_trace,
+)
 
 
 @register
@@ -112,33 +117,22 @@ class RMSprop(TrainkitOptimizer):
     def update_step(self, gradient, variable, learning_rate):
         lr = ops.cast(learning_rate, variable.dtype)
         gradient = ops.cast(gradient, variable.dtype)
-        index = self._get_variable_index(variable)
+        index = self.variable_index(variable)
         rho = self.rho
         mean_square = self._mean_squares[index]
         # Squared before merging repeated IndexedSlices rows, as Keras does.
-        self.assign(
-            mean_square,
-            ops.add(
-                ops.multiply(rho, mean_square),
-                ops.multiply(1 - rho, ops.square(gradient)),
-            ),
-        )
+        self.assign(mean_square, moving_average(mean_square, ops.square(gradient), rho))
         if self.centered:
             mean_gradient = self._mean_gradients[index]
-            self.assign(
-                mean_gradient,
-                ops.add(
-                    ops.multiply(rho, mean_gradient),
-                    ops.multiply(1 - rho, gradient),
-                ),
-            )
-            denominator = mean_square - ops.square(mean_gradient) + self.epsilon
+            self.assign(mean_gradient, moving_average(mean_gradient, gradient, rho))
+            variance = mean_square - ops.square(mean_gradient)
         else:
-            denominator = ops.add(mean_square, self.epsilon)
-        increment = ops.divide(ops.multiply(lr, gradient), ops.sqrt(denominator))
+            variance = mean_square
+        increment = scale_by_root(
+            ops.multiply(lr, gradient), variance, epsilon=0.0, epsilon_root=self.epsilon
+        )
         if self.momentum > 0:
-            momentum = self._momentums[index]
-            self.assign(momentum, ops.add(ops.multiply(self.momentum, momentum), increment))
+            momentum = update_trace(self, self._momentums[index], increment, self.momentum)
             self.assign_sub(variable, momentum)
         else:
             self.assign_sub(variable, increment)

@@ -6,6 +6,7 @@ from keras import ops
 
 from keras_trainkit import _validation as v
 from keras_trainkit.optimizers._base import TrainkitOptimizer, document, register
+from keras_trainkit.optimizers._blocks import apply_momentum
 
 
 @register
@@ -98,18 +99,14 @@ class SGD(TrainkitOptimizer):
     def update_step(self, gradient, variable, learning_rate):
         lr = ops.cast(learning_rate, variable.dtype)
         gradient = ops.cast(gradient, variable.dtype)
-        # Kept as IndexedSlices when the gradient is sparse: a row update.
-        step = ops.multiply(gradient, lr)
         if not self.momentum:
-            self.assign_sub(variable, step)
+            # Kept as IndexedSlices when the gradient is sparse: a row update.
+            self.assign_sub(variable, ops.multiply(gradient, lr))
             return
-        velocity = self._velocities[self._get_variable_index(variable)]
+        velocity = self._velocities[self.variable_index(variable)]
         mu = ops.cast(self.momentum, variable.dtype)
-        self.assign(velocity, ops.subtract(ops.multiply(velocity, mu), step))
-        if self.nesterov:
-            self.assign_add(variable, ops.subtract(ops.multiply(velocity, mu), step))
-        else:
-            self.assign_add(variable, velocity)
+        # Keras' v <- mu * v - lr * g, with the step's sign carried by the rate.
+        apply_momentum(self, variable, velocity, ops.multiply(gradient, ops.negative(lr)), mu, self.nesterov)
 
     def get_config(self):
         config = super().get_config()

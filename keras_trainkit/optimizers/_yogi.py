@@ -6,12 +6,13 @@ import keras
 from keras import ops
 
 from keras_trainkit import _validation as v
-from keras_trainkit.optimizers._base import (
-    TrainkitOptimizer,
-    beta,
+from keras_trainkit.optimizers._base import TrainkitOptimizer, beta, document, register
+from keras_trainkit.optimizers._blocks import (
+    debias,
     dense_gradient,
-    document,
-    register,
+    scale_by_root,
+    update_count,
+    update_moment,
 )
 
 
@@ -121,27 +122,24 @@ class Yogi(TrainkitOptimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
-        gradient = ops.cast(dense_gradient(gradient, variable), dtype)
-        index = self._get_variable_index(variable)
-        m = self._momentums[index]
+        gradient = dense_gradient(gradient, variable)
+        index = self.variable_index(variable)
+        m = update_moment(self, self._momentums[index], gradient, self.beta_1)
+        # Yogi's own second moment: an additive step towards g**2.
         s = self._velocities[index]
-        b1, b2 = self.beta_1, self.beta_2
-
-        t = self._step()
-        lr = ops.cast(learning_rate, "float32")
-        step = ops.cast(lr / (1.0 - ops.power(b1, t)), dtype)
-        scale_s = ops.cast(1.0 / (1.0 - ops.power(b2, t)), dtype)
-
-        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1.0 - b1))
         g2 = ops.square(gradient)
-        self.assign_sub(s, ops.multiply(ops.sign(ops.subtract(s, g2)), ops.multiply(g2, 1.0 - b2)))
-        root = ops.multiply(s, scale_s)
-        if self.epsilon_root:
-            root = ops.add(root, self.epsilon_root)
-        self.assign_sub(
-            variable,
-            ops.divide(ops.multiply(m, step), ops.add(ops.sqrt(root), self.epsilon)),
+        self.assign_sub(s, ops.multiply(ops.sign(ops.subtract(s, g2)), ops.multiply(g2, 1.0 - self.beta_2)))
+
+        t = update_count(self)
+        lr = ops.cast(learning_rate, "float32")
+        update = scale_by_root(
+            ops.multiply(m, debias(self.beta_1, t, dtype, lr)),
+            s,
+            self.epsilon,
+            scale=debias(self.beta_2, t, dtype),
+            epsilon_root=self.epsilon_root,
         )
+        self.assign_sub(variable, update)
 
     def get_config(self):
         config = super().get_config()
