@@ -575,3 +575,100 @@ def test_state_files_are_atomic_and_pruned(tmp_path):
         states = [n for n in names if n.startswith("early_stopping_state")]
         assert states[-1] == f"early_stopping_state-{epoch + 1:06d}.json" and len(states) <= 2
         assert len([n for n in names if n.endswith(".npz")]) <= 2
+
+
+# ------------------------------------------------ monitored arrays, monitor_op
+ONE_NUMBER = {
+    "np.float32": np.float32,
+    "np.float64": np.float64,
+    "0-d float32 array": lambda x: np.array(x, dtype="float32"),
+    "one-element float32 array": lambda x: np.array([x], dtype="float32"),
+    "1x1 float64 array": lambda x: np.array([[x]]),
+    "0-d tensor": lambda x: keras.ops.convert_to_tensor(x, dtype="float32"),
+    "one-element tensor": lambda x: keras.ops.convert_to_tensor([x], dtype="float32"),
+}
+
+
+def as_float(x):
+    return None if x is None else float(np.asarray(keras.ops.convert_to_numpy(x)).reshape(()))
+
+
+@pytest.mark.parametrize("wrap", list(ONE_NUMBER.values()), ids=list(ONE_NUMBER))
+@pytest.mark.parametrize(("values", "kwargs"), [
+    ([1.0, 0.9, 0.895, 0.97, 0.99, 0.8], dict(patience=1, min_delta=0.01)),
+    ([0.61818177, 0.62962955, 0.62962955, 0.7, 0.69], dict(patience=1, mode="max", baseline=0.65)),
+])
+def test_one_element_arrays_and_tensors_decide_like_keras(wrap, values, kwargs):
+    # e.g. keras.metrics.F1Score(average=None) on one output logs a (1,) array.
+    wrapped = [wrap(x) for x in values]
+    keras_cb = keras.callbacks.EarlyStopping(restore_best_weights=True, **kwargs)
+    ours = EarlyStopping(restore_best_weights=True, best_epoch_key=None, **kwargs)
+    keras_model, keras_rows = drive(keras_cb, wrapped)
+    our_model, our_rows = drive(ours, wrapped)
+    assert [r[:3] for r in our_rows] == [r[:3] for r in keras_rows]
+    assert [(as_float(r[3]), r[4]) for r in our_rows] == [(as_float(r[3]), r[4]) for r in keras_rows]
+    assert (ours.stopped_epoch, ours.best_epoch) == (keras_cb.stopped_epoch, keras_cb.best_epoch)
+    assert ours.stopped_epoch > 0 and our_model.marker() == keras_model.marker()
+    assert isinstance(ours.best, float)
+
+
+@pytest.mark.parametrize("value", [np.array([0.5, 0.6]), np.zeros((1, 3)), np.array([]), "0.5"])
+def test_monitored_value_not_one_number_raises(value):
+    with pytest.raises(ValueError, match=r"monitor='val_f1'.*average=|average=.*monitor='val_f1'"):
+        drive(EarlyStopping(monitor="val_f1", mode="max"), [0.5, value], monitor="val_f1")
+
+
+@pytest.mark.parametrize(("kwargs", "monitor", "op", "signed_delta"), [
+    (dict(mode="min"), "val_loss", keras.ops.less, -0.1),
+    (dict(mode="max"), "val_loss", keras.ops.greater, 0.1),
+    (dict(), "val_loss", keras.ops.less, -0.1),
+    (dict(), "val_auc", keras.ops.greater, 0.1),
+    (dict(), "mae", keras.ops.less, -0.1),
+])
+def test_monitor_op_and_min_delta_like_keras(compiled_model, kwargs, monitor, op, signed_delta):
+    from keras_trainkit._keras_hooks import monitor_callback_class
+
+    ours = EarlyStopping(monitor=monitor, min_delta=0.1, **kwargs)
+    keras_cb = keras.callbacks.EarlyStopping(monitor=monitor, min_delta=0.1, **kwargs)
+    assert isinstance(ours, monitor_callback_class())
+    assert ours.monitor_op is keras_cb.monitor_op is None and ours.direction is None
+    for cb in (ours, keras_cb):
+        cb.set_model(compiled_model)
+        cb.on_train_begin()
+        cb.on_epoch_end(0, {monitor: 1.0})
+    assert ours.monitor_op is keras_cb.monitor_op is op
+    assert ours.min_delta == keras_cb.min_delta == signed_delta
+    assert ours.direction == ("min" if op is keras.ops.less else "max")
+    ours.on_train_begin()  # each fit() resolves again
+    assert ours.monitor_op is None and ours.min_delta == 0.1
+
+
+def test_values_beyond_float32_compare_as_infinite():
+    cb = EarlyStopping(patience=1)
+    _, rows = drive(cb, [1.0, 1e300, 0.5])  # Keras' ops.less raises on 1e300
+    assert [r[2] for r in rows] == [0, 1] and (cb.best_epoch, cb.stopped_epoch) == (0, 1)
+    cb = EarlyStopping(patience=1, mode="max")
+    drive(cb, [1.0, 1e300])
+    assert (cb.best, cb.best_epoch) == (1e300, 1)
+
+
+def test_deepcopy_leaves_out_the_temporary_directory(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    cb = EarlyStopping(patience=5, restore_best_weights=True, weights_on_disk=True)
+    model, _ = drive(cb, [1.0, 0.4, 0.6], end=False)  # its best weights are in its temporary directory
+    clone = copy.deepcopy(cb)
+    assert (clone.model, clone.params, clone.best, clone.best_epoch) == (None, None, 0.4, 1)
+    other, _ = drive(clone, [3.0, 2.0, 1.0, 2.5])  # makes and removes a directory of its own
+    assert other.marker() == 2 and len(os.listdir(tmp_path)) == 1
+    cb.on_train_end()  # the original still has its file
+    assert model.marker() == 1 and os.listdir(tmp_path) == []
+
+
+def test_resume_with_other_mode_raises(tmp_path):
+    drive(resumable(tmp_path), VALUES[:4], end=False)  # val_loss, auto: "min"
+    cb = EarlyStopping(mode="max", backup_dir=str(tmp_path / "es"))
+    with pytest.raises(ValueError, match=r"`backup_dir`.*'val_loss' \(min\).*mode 'max'"):
+        drive(cb, VALUES, start=4)
+    drive(resumable(tmp_path, mode="min"), VALUES, start=4)  # same direction: fine

@@ -173,6 +173,42 @@ def test_check_finite_on_nan_loss():
     assert len(history.epoch) == 1 and es.stop_reason == "non_finite" and es.best is None
 
 
+# ------------------------------------------------------ a monitored one-element array
+def f1_model(units, optimizer):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(units, activation="sigmoid")])
+    rng = np.random.default_rng(1)
+    model.set_weights([rng.normal(scale=0.5, size=w.shape).astype("float32") for w in model.get_weights()])
+    model.compile(optimizer, "binary_crossentropy" if units == 1 else "categorical_crossentropy",
+                  metrics=[keras.metrics.F1Score(average=None, threshold=0.5, name="f1")])
+    return model
+
+
+def test_f1_score_average_none_single_output_like_keras():
+    # F1Score(average=None) on one output logs a one-element array per epoch.
+    x, y = worker.make_data()
+    y = (y > 0).astype("float32")
+    model, record = f1_model(1, keras.optimizers.SGD(0.05, momentum=0.9)), Record()
+    ours = EarlyStopping(monitor="val_f1", patience=1, min_delta=1e-3, restore_best_weights=True)
+    theirs = keras.callbacks.EarlyStopping(monitor="val_f1", patience=1, min_delta=1e-3)
+    history = model.fit(x, y, validation_data=(x[::-1][:32], y[::-1][:32]), batch_size=16, epochs=30,
+                        shuffle=False, verbose=0, callbacks=[ours, theirs, record])
+    assert np.shape(history.history["val_f1"][0]) == (1,) and len(history.epoch) < 30
+    assert ours.monitor_op is theirs.monitor_op is keras.ops.greater and ours.direction == "max"
+    assert (ours.best, ours.best_epoch, ours.stopped_epoch, ours.wait) == (
+        float(theirs.best[0]), theirs.best_epoch, theirs.stopped_epoch, theirs.wait)
+    assert ours.best_epoch > 0 and ours.best == max(float(f[0]) for f in history.history["val_f1"])
+    assert_weights_equal(model.get_weights(), record.weights[ours.best_epoch])
+
+
+def test_f1_score_average_none_several_classes_raises():
+    x, y = worker.make_data()
+    y = keras.utils.to_categorical(np.digitize(y[:, 0], [-1.0, 1.0]), 3)
+    model = f1_model(3, keras.optimizers.SGD(0.05))
+    with pytest.raises(ValueError, match=r"'val_f1' with shape \(3,\).*average='macro'.*monitor='val_f1'"):
+        model.fit(x, y, validation_data=(x, y), batch_size=32, epochs=2, verbose=0,
+                  callbacks=[EarlyStopping(monitor="val_f1")])
+
+
 # ------------------------------------------------------------ deep copy and reuse
 def test_deepcopy_and_reuse_across_fits():
     # One model (plain SGD: no optimizer state to carry over) reset before

@@ -77,6 +77,75 @@ def test_monitor_callback_class():
         assert callable(getattr(cls, name, None)), name
 
 
+# -- EarlyStopping: MonitorCallback as a base class ----------------------------------
+@pytest.fixture(scope="module")
+def metrics_model():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse", metrics=[keras.metrics.AUC(name="auc"), "mae"])
+    model.evaluate(np.zeros((4, 2)), np.zeros((4, 1)), verbose=0)  # builds the metrics
+    return model
+
+
+def _monitor(model=None, **kwargs):
+    cb = hooks.MonitorCallbackBase(**kwargs)
+    cb.set_model(model)
+    return cb
+
+
+def test_monitor_callback_init():
+    """`MonitorCallback.__init__(monitor, mode, baseline, min_delta)`: attributes,
+    `abs(min_delta)`, and a warning (not an error) on an unknown mode."""
+    params = list(inspect.signature(hooks.monitor_callback_class().__init__).parameters)
+    assert params == ["self", "monitor", "mode", "baseline", "min_delta"]
+    cb = hooks.MonitorCallbackBase("auc", "max", baseline=0.5, min_delta=-0.1)
+    assert (cb.monitor, cb.mode, cb.best, cb.min_delta, cb.monitor_op) == ("auc", "max", 0.5, 0.1, None)
+    with pytest.warns(UserWarning, match="unknown"):
+        assert hooks.MonitorCallbackBase(mode="minimum").mode == "auto"
+
+
+@pytest.mark.parametrize(("mode", "monitor", "op"), [
+    ("min", "acc", "less"), ("max", "val_loss", "greater"), ("auto", "val_loss", "less"),
+    ("auto", "loss", "less"), ("auto", "val_auc", "greater"), ("auto", "mae", "less"),
+])
+def test_monitor_callback_set_monitor_op(metrics_model, mode, monitor, op):
+    """`MonitorCallback._set_monitor_op()`: `monitor_op` is `keras.ops.less` or
+    `keras.ops.greater` (from the mode, or the compiled metric's `_direction`),
+    and `min_delta` is negated with `ops.less`."""
+    cb = _monitor(metrics_model, monitor=monitor, mode=mode, min_delta=0.25)
+    cb.resolve_monitor_op()
+    assert cb.monitor_op is getattr(keras.ops, op)
+    assert cb.min_delta == (-0.25 if op == "less" else 0.25)
+    cb.reset_monitor_op()
+    assert cb.monitor_op is None and cb.min_delta == 0.25
+
+
+def test_monitor_callback_set_monitor_op_raises_without_direction(metrics_model):
+    """`_set_monitor_op()` raises a ValueError (and sets nothing) in "auto" mode
+    for a monitor that is neither a loss nor a compiled metric with a direction."""
+    cb = _monitor(metrics_model, monitor="val_mystery", min_delta=0.25)
+    with pytest.raises(ValueError, match="val_mystery"):
+        cb.resolve_monitor_op()
+    assert cb.monitor_op is None and cb.min_delta == 0.25
+
+
+def test_monitor_callback_is_improvement():
+    """`MonitorCallback._is_improvement(value, reference)` is
+    `reference is None or monitor_op(value - min_delta, reference)`; Keras'
+    subclasses call `_is_improvement`, which our base routes to `is_improvement`."""
+    cb = _monitor(monitor="loss", min_delta=0.1)
+    cb.resolve_monitor_op()
+    assert cb.is_improvement(5.0, None) is True
+    assert [cb.is_improvement(x, 1.0) for x in (0.8, 0.9, 0.95)] == [True, False, False]
+    cb = _monitor(monitor="auc", mode="max", min_delta=0.1)
+    cb.resolve_monitor_op()
+    assert [cb.is_improvement(x, 1.0) for x in (1.2, 1.1, 1.05)] == [True, False, False]
+
+    class Always(hooks.MonitorCallbackBase):
+        def is_improvement(self, value, reference):
+            return True
+
+    assert Always()._is_improvement(0.0, 1.0) is True
+
 
 # -- lr_find: the optimizer's `_learning_rate` ------------------------------------
 
