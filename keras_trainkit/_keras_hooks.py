@@ -107,19 +107,23 @@ def _callback_list_codes() -> set[Any]:
 
 
 class FrameToken:
-    """Identifies a running `fit()` call without keeping its frame alive."""
+    """Tells whether a given `fit()` call is still running.
 
-    __slots__ = ("frame_id", "code")
+    Holds the call's frame (freed with the token): a frame's address can be
+    reused by a later `fit()` once the first one has ended.
+    """
+
+    __slots__ = ("frame",)
 
     def __init__(self, frame: Any):
-        self.frame_id, self.code = id(frame), frame.f_code
+        self.frame = frame
 
     def running(self) -> bool:
         """Whether that `fit()` is still on the current thread's call stack."""
         frame = sys._getframe(1)
         try:
             while frame is not None:
-                if id(frame) == self.frame_id and frame.f_code is self.code:
+                if frame is self.frame:
                     return True
                 frame = frame.f_back
             return False
@@ -219,6 +223,15 @@ def built_variables(optimizer: Any) -> list[Any]:
     return list(optimizer._trainable_variables)
 
 
+def unwrap(optimizer: Any) -> Any:
+    """`optimizer` with its wrappers removed: each wrapper exposes its inner
+    optimizer as `inner_optimizer` (Keras' `LossScaleOptimizer`,
+    keras_trainkit's `Lookahead`)."""
+    while getattr(optimizer, "inner_optimizer", None) is not None:
+        optimizer = optimizer.inner_optimizer
+    return optimizer
+
+
 def inner_optimizers(optimizer: Any) -> list[Any]:
     """The optimizers that really apply updates, unwrapping wrappers.
 
@@ -228,8 +241,7 @@ def inner_optimizers(optimizer: Any) -> list[Any]:
     in `optimizers`. Public attributes both; kept here as the one place that
     knows the convention.
     """
-    while getattr(optimizer, "inner_optimizer", None) is not None:
-        optimizer = optimizer.inner_optimizer
+    optimizer = unwrap(optimizer)
     if isinstance(optimizer, keras.optimizers.MultiOptimizer):
         return [o for inner in optimizer.optimizers for o in inner_optimizers(inner)]
     return [optimizer]
@@ -238,8 +250,7 @@ def inner_optimizers(optimizer: Any) -> list[Any]:
 def core_optimizer(optimizer: Any) -> Any:
     """The single optimizer whose clipping and accumulation apply, or `None`
     for a `MultiOptimizer` (each sub-optimizer has its own)."""
-    while getattr(optimizer, "inner_optimizer", None) is not None:
-        optimizer = optimizer.inner_optimizer
+    optimizer = unwrap(optimizer)
     return None if isinstance(optimizer, keras.optimizers.MultiOptimizer) else optimizer
 
 

@@ -509,9 +509,7 @@ def _check_optimizer(model: keras.Model) -> keras.optimizers.Optimizer:
     optimizer = getattr(model, "optimizer", None)
     if optimizer is None:
         raise ValueError("GradualUnfreezing needs a compiled model (with an optimizer).")
-    inner = optimizer
-    while getattr(inner, "inner_optimizer", None) is not None:
-        inner = inner.inner_optimizer
+    inner = hooks.unwrap(optimizer)
     if isinstance(inner, _MultiOptimizer) and not isinstance(inner, DiscriminativeOptimizer):
         raise ValueError(
             "GradualUnfreezing cannot train with keras.optimizers.MultiOptimizer, whose "

@@ -48,6 +48,8 @@ from keras_trainkit import _keras_hooks as hooks
 # until it is healed).
 _SESSIONS: weakref.WeakKeyDictionary[Any, Session] = weakref.WeakKeyDictionary()
 
+_PLANNED = "_keras_trainkit_session"  # on the fit's CallbackList
+
 _DISPATCH = ("on_epoch_begin", "on_epoch_end", "on_train_batch_begin", "on_train_batch_end",
              "on_test_begin", "on_test_end", "on_test_batch_begin", "on_test_batch_end",
              "on_predict_begin", "on_predict_end", "on_predict_batch_begin", "on_predict_batch_end")
@@ -108,6 +110,7 @@ class Session:
         self.callback_list = callback_list
         self.participants = participants
         self.frame = hooks.fit_frame(model) if callback_list is not None else None
+        self.history = getattr(model, "history", None)  # each fit() sets a new History
         self.state = "planned"  # -> "attached" -> "closed"
         self.controllers: list[Any] = []  # the learning-rate controllers (_lr_control)
         self.lr_plan: Any = None
@@ -122,11 +125,11 @@ class Session:
         """The session of the running fit (made and validated by the first participant)."""
         model = callback.model
         callback_list = hooks.dispatching_callback_list(callback)
+        planned = callback_list.__dict__.get(_PLANNED) if callback_list is not None else None
+        if planned is not None and planned.model is model and planned.state != "closed":
+            return planned
         current = _SESSIONS.get(model)
         if current is not None:
-            if callback_list is not None and current.callback_list is callback_list \
-                    and current.state != "closed":
-                return current
             current.abort()  # left by a fit that ended by an exception
         if callback_list is None:
             participants = [callback]
@@ -138,11 +141,13 @@ class Session:
         session.lr_plan = _lr_control.plan(session)  # validates the LR participants
         for participant in participants:
             participant._check(session)
-        _SESSIONS[model] = session
         if callback_list is None:
             session._close_after(callback)
             session.attach()
         else:
+            # Found by the fit's other participants; registered on the model
+            # only once attached (the CallbackList goes with the fit).
+            hooks.set_instance_attribute(callback_list, _PLANNED, session)
             session._guard_callback_list()
         return session
 
@@ -177,6 +182,7 @@ class Session:
         if self.state != "planned":
             return
         self.state = "attached"
+        _SESSIONS[self.model] = self
         try:
             for participant in self.participants:
                 participant._attach(self)
@@ -208,6 +214,7 @@ class Session:
         if self.state == "closed":
             return
         self.state = "closed"
+        self.frame = None  # frees the fit's frame
         if _SESSIONS.get(self.model) is self:
             del _SESSIONS[self.model]
         errors = []
@@ -224,7 +231,7 @@ class Session:
     def alive(self) -> bool:
         """Whether the fit of this session is still running (else it failed and
         left this session behind)."""
-        if self.state != "attached":
+        if self.state != "attached" or getattr(self.model, "history", None) is not self.history:
             return False
         if self._active_calls or self.frame is None:
             return True
@@ -267,7 +274,7 @@ class Session:
     def _install_train_function(self) -> None:
         model = self.model
         previous = hooks.train_function(model)
-        fit_history = getattr(model, "history", None)
+        fit_history = self.history
         session = self
 
         def restore():
