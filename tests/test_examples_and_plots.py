@@ -74,10 +74,16 @@ def test_callback_host_time_benchmark_smoke(tmp_path):
     assert out.exists()
 
 
-def test_tune_digits_example(tmp_path):
+def test_tune_digits_example(tmp_path, capsys):
     best = load_script("examples/tune_digits.py").main(["--trials", "3", "--epochs", "1", "--dir", str(tmp_path)])
     assert best.status == "COMPLETED" and 0.0 < best.score <= 1.0
     assert "batch_size" in best.hyperparameters.values
+    out = capsys.readouterr().out
+    # The search shows its progress by default, and saves its picture.
+    for i in (1, 2, 3):
+        assert f"Search: Running Trial #{i} of 3" in out and f"Trial {i} of 3 Complete" in out
+    assert "step - accuracy: " in out and "Estimated time left" in out  # Keras' bar of the epoch
+    assert (tmp_path / "digits_search.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize("suite", ["synthetic", "digits"])

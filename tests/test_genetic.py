@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -184,9 +185,8 @@ def test_state_round_trip(tmp_path):
 RESUME_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {tests!r})
-    import keras_tuner
-    from _tuning_toys import FunctionTuner, hartmann6_objective, hartmann6_space
-    from keras_trainkit.tuning import GeneticOracle
+    from _tuning_toys import hartmann6_objective
+    from test_genetic import resume_tuner
     directory, kill_at, overwrite = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 
     def score(values, _seen=[]):
@@ -195,13 +195,17 @@ RESUME_SCRIPT = textwrap.dedent("""
             os.kill(os.getpid(), signal.SIGKILL)
         return hartmann6_objective(values)
 
+    resume_tuner(score, directory, overwrite).search(verbose=0)
+""")
+
+
+def resume_tuner(score, directory, overwrite):
     oracle = GeneticOracle(objective=keras_tuner.Objective("score", "min"), max_trials=14,
                            population_size=4, seed=0, hyperparameters=hartmann6_space())
-    tuner = FunctionTuner(score, oracle=oracle, directory=directory, project_name="p",
+    tuner = FunctionTuner(score, oracle=oracle, directory=str(directory), project_name="p",
                           overwrite=overwrite)
     tuner.oracle.verbose = 0
-    tuner.search(verbose=0)
-""")
+    return tuner
 
 
 def test_killed_search_resumes_without_losing_or_repeating_trials(tmp_path):
@@ -212,8 +216,8 @@ def test_killed_search_resumes_without_losing_or_repeating_trials(tmp_path):
         return subprocess.run([sys.executable, str(script), str(directory), kill_at, overwrite],
                               capture_output=True, text=True, timeout=300)
 
-    full = run(tmp_path / "full", "none", "1")
-    assert full.returncode == 0, full.stderr[-2000:]
+    # The uninterrupted reference runs here: the search is deterministic given its seed.
+    resume_tuner(hartmann6_objective, tmp_path / "full", True).search(verbose=0)
     killed = run(tmp_path / "killed", "9", "1")
     assert killed.returncode == -signal.SIGKILL
     before = {t for t in os.listdir(tmp_path / "killed" / "p") if t.startswith("trial_")}
@@ -244,8 +248,11 @@ DISTRIBUTED_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     import keras_tuner
     from _tuning_toys import FunctionTuner, hartmann6_objective, hartmann6_space
-    from keras_trainkit.tuning import GeneticOracle
+    from keras_trainkit.tuning import GeneticOracle, TrainkitTunerMixin
     directory, log = sys.argv[1], sys.argv[2]
+
+    class Tuner(TrainkitTunerMixin, FunctionTuner):
+        pass
 
     def score(values):
         time.sleep(0.5)  # long enough for both workers to take trials
@@ -255,13 +262,22 @@ DISTRIBUTED_SCRIPT = textwrap.dedent("""
 
     oracle = GeneticOracle(objective=keras_tuner.Objective("score", "min"), max_trials=12,
                            population_size=4, seed=0, hyperparameters=hartmann6_space())
-    tuner = FunctionTuner(score, oracle=oracle, directory=directory, project_name="p")
-    tuner.search(verbose=0)
+    tuner = Tuner(score, oracle=oracle, directory=directory, project_name="p")
+    tuner.search()  # default verbosity: the progress display is on
     if os.environ["KERASTUNER_TUNER_ID"] == "chief":
         trials = tuner.oracle.trials.values()
         print(json.dumps({{"completed": sum(t.status == "COMPLETED" for t in trials),
                           "n": len(trials)}}))
 """)
+
+# Every line the chief's progress display prints (whole lines, never mixed).
+CHIEF_LINE = re.compile("|".join([
+    r"", r"Search: Running Trial #\d+ of 12", r"Value +\|Best Value So Far \|Hyperparameter",
+    r"[-+.e\d]+ +\|([-+.e\d]+|\?) +\|x\d", r"Trial \d+ of 12 Complete \[\d\dh \d\dm \d\ds\]",
+    r"score: -?[.\de-]+", r"Best score So Far: -?[.\de-]+", r"Total elapsed time: \d\dh \d\dm \d\ds",
+    r"Estimated time left: \d\dh \d\dm \d\ds( \(at most \d+ more trials?, ~\d+s each(, 2 at a time)?\))?",
+    r"Estimated time left: unknown", r"Oracle server on chief is exiting in \d+s.*", r'\{"completed".*',
+]))
 
 
 def test_distributed_chief_and_two_workers(tmp_path):
@@ -291,6 +307,21 @@ def test_distributed_chief_and_two_workers(tmp_path):
     assert set(runs) == {"tuner0", "tuner1"} and all(runs.values())  # both workers ran trials
     everything = runs["tuner0"] + runs["tuner1"]
     assert len(everything) == 12 and len(set(everything)) == 12
+    # Progress: the chief shows every trial (of 12) with its table, score and time left,
+    # in whole lines; each worker prints one line per trial it starts and ends.
+    chief = outputs["chief"][0]
+    bad = [line for line in chief.splitlines() if not CHIEF_LINE.fullmatch(line)]
+    assert not bad, bad[:5]
+    for i in range(1, 13):
+        assert chief.count(f"Search: Running Trial #{i} of 12\n") == 1
+        assert chief.count(f"Trial {i} of 12 Complete [") == 1
+    assert "2 at a time" in chief
+    for k in ("tuner0", "tuner1"):
+        lines = outputs[k][0].splitlines()
+        started = [x for x in lines if re.fullmatch(rf"\[{k}\] Trial \d+ started: x0=[.\d]+, .*x5=[.\d]+", x)]
+        ended = [x for x in lines if re.fullmatch(rf"\[{k}\] Trial \d+ ended \(COMPLETED\) after \d+s", x)]
+        assert len(started) == len(ended) == len(runs[k]), lines
+        assert "\r" not in outputs[k][0]
 
 
 @pytest.mark.parametrize("kwargs,arg", [

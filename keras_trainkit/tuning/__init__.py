@@ -1,24 +1,39 @@
-"""Keras Tuner plugin: a HyperModel factory and a genetic search."""
+"""Keras Tuner plugin: a HyperModel factory, a genetic search, a resumable grid search,
+crash-safe tuner/oracle files and objective-direction inference."""
 
+from keras_trainkit.tuning._atomic import AtomicOracleMixin, make_oracle_atomic
+from keras_trainkit.tuning._errors import SearchFailedError
 from keras_trainkit.tuning._genetic import GeneticOracle, GeneticSearch
+from keras_trainkit.tuning._grid import GridSearch, GridSearchOracle
 from keras_trainkit.tuning._hypermodel import (
-    OPTIMIZERS,
     TrainkitHyperModel,
     default_search_space,
     make_hypermodel,
     regularizer_from,
 )
+from keras_trainkit.tuning._objective import make_objective, metric_direction
+from keras_trainkit.tuning._registry import OPTIMIZERS, register_optimizer
+from keras_trainkit.tuning._tuner import TrainkitTunerMixin
 
 __all__ = [
     "OPTIMIZERS",
+    "AtomicOracleMixin",
     "GeneticOracle",
     "GeneticSearch",
+    "GridSearch",
+    "GridSearchOracle",
     "OptunaOracle",
     "OptunaSearch",
     "ParetoTrial",
+    "SearchFailedError",
     "TrainkitHyperModel",
+    "TrainkitTunerMixin",
     "default_search_space",
     "make_hypermodel",
+    "make_objective",
+    "make_oracle_atomic",
+    "metric_direction",
+    "register_optimizer",
     "regularizer_from",
 ]
 

@@ -11,12 +11,15 @@ import numpy as np
 from keras_tuner.engine import hyperparameters as hp_module
 from keras_tuner.engine import trial as trial_module
 
+from keras_trainkit.tuning._atomic import AtomicOracleMixin
 from keras_trainkit.tuning._errors import fatal
+from keras_trainkit.tuning._progress import install_display
+from keras_trainkit.tuning._tuner import TrainkitTunerMixin, resolve_objective
 
 _MAX_ATTEMPTS = 50
 
 
-class GeneticOracle(keras_tuner.Oracle):
+class GeneticOracle(AtomicOracleMixin, keras_tuner.Oracle):
     """Steady-state genetic algorithm over any Keras Tuner search space.
 
     The first `population_size` trials are random. Each later trial is a child:
@@ -46,7 +49,9 @@ class GeneticOracle(keras_tuner.Oracle):
     (`overwrite=False`) continues exactly where it stopped. The population is
     derived from the completed trials and their completion order, which Keras
     Tuner saves; `get_state`/`set_state` add the algorithm's settings. The
-    oracle runs in the chief in Keras Tuner's distributed mode.
+    oracle runs in the chief in Keras Tuner's distributed mode. Its files
+    (`oracle.json`, `trial.json`) are written atomically (`AtomicOracleMixin`),
+    and its progress display adds "trial i of N" and the time left.
 
     Args:
         objective: As for any Keras Tuner oracle.
@@ -87,6 +92,7 @@ class GeneticOracle(keras_tuner.Oracle):
         self.genetic_settings = {k: settings[k] for k in (
             "population_size", "tournament_size", "crossover_rate", "mutation_rate",
             "mutation_scale", "elitism")}
+        install_display(self)
 
     # -- the algorithm ------------------------------------------------------------
     def populate_space(self, trial_id):
@@ -234,8 +240,9 @@ def _check_settings(**kwargs) -> dict[str, Any]:
         tournament_size = v.integer("tournament_size", kwargs["tournament_size"], low=1)
         if tournament_size > population_size:
             raise ValueError(
-                f"Argument `tournament_size` must be <= population_size ({population_size}). "
-                f"Received: tournament_size={tournament_size!r}")
+                f"Argument `tournament_size` must be <= population_size ({population_size}): a "
+                f"tournament draws distinct contestants from the population. Received: "
+                f"tournament_size={tournament_size!r}, population_size={population_size!r}")
         elitism = v.integer("elitism", kwargs["elitism"], low=0)
         if elitism > population_size:
             raise ValueError(
@@ -256,13 +263,23 @@ def _check_settings(**kwargs) -> dict[str, Any]:
         }
 
 
-class GeneticSearch(keras_tuner.Tuner):
+class GeneticSearch(TrainkitTunerMixin, keras_tuner.Tuner):
     """Keras Tuner's `Tuner` driven by a `GeneticOracle`.
+
+    With `TrainkitTunerMixin`: every file it writes is written atomically, it
+    shows live progress (trial i of N, hyperparameters, epochs, score, best so
+    far, elapsed and estimated time left; `search(verbose=0)` silences it),
+    leaves `batch_size` out of a `make_hypermodel` space when the data is
+    pre-batched, and raises `SearchFailedError` with the first trial's error
+    when every trial failed.
 
     Args:
         hypermodel: A `keras_tuner.HyperModel` (e.g. from `make_hypermodel`) or
             a `build(hp)` function. Defaults to `None`.
-        objective: Name or `keras_tuner.Objective`. Defaults to `None`.
+        objective: Name or `keras_tuner.Objective`. With a `make_hypermodel`
+            HyperModel, `None` means `hypermodel.objective` and a name must be
+            a metric the model compiles; a name's direction is inferred by
+            `metric_direction`. Defaults to `None`.
         max_trials: Total number of trials. Defaults to `20`.
         population_size, tournament_size, crossover_rate, mutation_rate,
         mutation_scale, elitism, seed: See `GeneticOracle`.
@@ -283,6 +300,8 @@ class GeneticSearch(keras_tuner.Tuner):
                  elitism=2, seed=None, hyperparameters=None, tune_new_entries=True,
                  allow_new_entries=True, max_retries_per_trial=0, max_consecutive_failed_trials=3,
                  **kwargs):
+        with fatal():
+            objective = resolve_objective(objective, hypermodel)
         oracle = GeneticOracle(
             objective=objective, max_trials=max_trials, population_size=population_size,
             tournament_size=tournament_size, crossover_rate=crossover_rate,

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import copy
-import math
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -11,70 +10,39 @@ import keras
 import keras_tuner
 
 from keras_trainkit import callbacks as tk_callbacks
-from keras_trainkit import optimizers as tk_optimizers
+from keras_trainkit.tuning import _data, _kt_hooks
 from keras_trainkit.tuning._errors import fatal
+from keras_trainkit.tuning._objective import (
+    compiled_names,
+    make_objective,
+    metric_direction,
+)
+from keras_trainkit.tuning._registry import OPTIMIZERS, build_optimizer
+from keras_trainkit.tuning._space import (
+    ACTIVATIONS,
+    MAX_CONV_BLOCKS,
+    MAX_LAYERS,
+    SCHEDULES,
+    apply_changes,
+    default_search_space,
+    space_for,
+)
 
-# name -> factory(learning_rate, hp) building the optimizer.
-OPTIMIZERS: dict[str, Callable[..., keras.optimizers.Optimizer]] = {
-    "adam": lambda lr, hp: keras.optimizers.Adam(lr),
-    "adamw": lambda lr, hp: keras.optimizers.AdamW(lr),
-    "sgd": lambda lr, hp: keras.optimizers.SGD(lr, momentum=hp.get("sgd_momentum")),
-    "rmsprop": lambda lr, hp: keras.optimizers.RMSprop(lr),
-    "adagrad": lambda lr, hp: keras.optimizers.Adagrad(lr),
-    "nadam": lambda lr, hp: keras.optimizers.Nadam(lr),
-    "lion": lambda lr, hp: keras.optimizers.Lion(lr),
-    "radam": lambda lr, hp: tk_optimizers.RAdam(lr),
-    "adabelief": lambda lr, hp: tk_optimizers.AdaBelief(lr),
-    "yogi": lambda lr, hp: tk_optimizers.Yogi(lr),
-    "adan": lambda lr, hp: tk_optimizers.Adan(lr),
-    "lars": lambda lr, hp: tk_optimizers.LARS(lr),
-    "novograd": lambda lr, hp: tk_optimizers.NovoGrad(lr),
-    "lookahead_adam": lambda lr, hp: tk_optimizers.Lookahead(keras.optimizers.Adam(lr)),
-}
-SCHEDULES = ("constant", "cosine", "exponential", "step", "polynomial", "inverse_time")
-ACTIVATIONS = ("relu", "gelu", "swish", "tanh", "elu", "selu", "sigmoid", "leaky_relu")
-
-# The default search space: name -> (kind, keyword arguments). Conditional
-# entries name their parent and the parent values that activate them.
-MAX_LAYERS, MAX_CONV_BLOCKS = 4, 3
-_SPACE: dict[str, tuple[str, dict[str, Any]]] = {
-    "learning_rate": ("Float", dict(min_value=1e-4, max_value=1e-1, sampling="log", default=1e-3)),
-    "optimizer": ("Choice", dict(values=["adam", "adamw", "sgd", "rmsprop", "radam", "adabelief"], default="adam")),
-    "sgd_momentum": ("Float", dict(min_value=0.0, max_value=0.99, default=0.9, parent=("optimizer", ["sgd"]))),
-    "batch_size": ("Choice", dict(values=[16, 32, 64, 128], ordered=True, default=32)),
-    "lr_schedule": ("Choice", dict(values=list(SCHEDULES), default="cosine")),
-    "cosine_alpha": ("Float", dict(min_value=0.0, max_value=0.2, default=0.0, parent=("lr_schedule", ["cosine"]))),
-    "exponential_decay_rate": ("Float", dict(min_value=0.01, max_value=0.9, sampling="log", default=0.1, parent=("lr_schedule", ["exponential"]))),
-    "step_gamma": ("Float", dict(min_value=0.1, max_value=0.9, default=0.5, parent=("lr_schedule", ["step"]))),
-    "step_count": ("Int", dict(min_value=1, max_value=5, default=2, parent=("lr_schedule", ["step"]))),
-    "polynomial_power": ("Float", dict(min_value=0.5, max_value=3.0, default=1.0, parent=("lr_schedule", ["polynomial"]))),
-    "inverse_time_decay_rate": ("Float", dict(min_value=0.1, max_value=20.0, sampling="log", default=1.0, parent=("lr_schedule", ["inverse_time"]))),
-    "warmup_steps": ("Int", dict(min_value=0, max_value=500, step=50, default=0)),
-    "l1": ("Float", dict(min_value=1e-8, max_value=1e-2, sampling="log", default=1e-8)),
-    "l2": ("Float", dict(min_value=1e-8, max_value=1e-2, sampling="log", default=1e-6)),
-    "dropout": ("Float", dict(min_value=0.0, max_value=0.5, step=0.05, default=0.1)),
-    "activation": ("Choice", dict(values=["relu", "gelu", "swish", "tanh"], default="relu")),
-    "num_layers": ("Int", dict(min_value=1, max_value=MAX_LAYERS, default=2)),
-    **{f"units_{i}": ("Int", dict(min_value=16, max_value=512, step=16, default=128,
-                                  parent=("num_layers", list(range(i + 1, MAX_LAYERS + 1)))))
-       for i in range(MAX_LAYERS)},
-    "conv_blocks": ("Int", dict(min_value=1, max_value=MAX_CONV_BLOCKS, default=2, image=True)),
-    **{f"filters_{i}": ("Int", dict(min_value=8, max_value=128, step=8, default=32, image=True,
-                                    parent=("conv_blocks", list(range(i + 1, MAX_CONV_BLOCKS + 1)))))
-       for i in range(MAX_CONV_BLOCKS)},
-}
-_ARCHITECTURE = {"activation", "num_layers", "conv_blocks"} | {
-    n for n in _SPACE if n.startswith(("units_", "filters_"))}
-
-
-def default_search_space() -> dict[str, tuple[str, dict[str, Any]]]:
-    """A copy of the default search space table (name -> (type, arguments))."""
-    return copy.deepcopy(_SPACE)
+__all__ = ["TrainkitHyperModel", "make_hypermodel", "regularizer_from", "default_search_space",
+           "OPTIMIZERS", "SCHEDULES", "ACTIVATIONS", "MAX_LAYERS", "MAX_CONV_BLOCKS"]
 
 
 class TrainkitHyperModel(keras_tuner.HyperModel):
     """A HyperModel over optimizer, learning-rate schedule, warm-up, batch size,
-    regularization and architecture; built by `make_hypermodel`."""
+    regularization and architecture; built by `make_hypermodel` (see there).
+
+    Attributes:
+        space: The search space table (`name -> (kind, arguments)`).
+        objective: The `keras_tuner.Objective` that `EarlyStopping` monitors;
+            pass it to the tuner too.
+        compiled_metrics: `{name in the logs: metric}` of every built model,
+            `"loss"` included.
+    """
 
     def __init__(self, space, input_shape, task, num_classes, labels, build_backbone, metrics, loss,
                  objective, epochs, early_stopping_patience, log_grad_norm, name=None):
@@ -91,6 +59,7 @@ class TrainkitHyperModel(keras_tuner.HyperModel):
         self.epochs = epochs
         self.early_stopping_patience = early_stopping_patience
         self.log_grad_norm = log_grad_norm
+        self.compiled_metrics = compiled_names(metrics)
 
     # -- search space -------------------------------------------------------------
     def declare(self, hp: keras_tuner.HyperParameters) -> dict[str, Any]:
@@ -141,53 +110,158 @@ class TrainkitHyperModel(keras_tuner.HyperModel):
             loss = self.loss or ("sparse_categorical_crossentropy" if self.labels == "sparse"
                                  else "categorical_crossentropy")
         model = keras.Model(inputs, outputs)
-        optimizer = OPTIMIZERS[hp.get("optimizer")](hp.get("learning_rate"), hp)
+        optimizer = build_optimizer(hp.get("optimizer"), hp.get("learning_rate"), hp)
         model.compile(optimizer=optimizer, loss=loss, metrics=[_fresh(m) for m in self.metrics])
         return model
 
     # -- training ---------------------------------------------------------------------
     def fit(self, hp, model, *args, **kwargs):
-        if "batch_size" in kwargs:
-            raise keras_tuner.errors.FatalValueError(
+        """Trains one trial: tuned batch size, recipe callbacks, the tuner's epochs.
+
+        Checks first (a `keras_tuner.errors.FatalValueError` stops the search
+        before any training): the tuner's objective is a metric the model
+        compiles and agrees with `objective`; validation data exists for a
+        `val_` objective; the data's batching is compatible with the space.
+        """
+        args = list(args)
+        with fatal():
+            self._check_objectives(kwargs)
+            x = args[0] if args else kwargs.get("x")
+            data = _data.inspect_data(x, len(self.input_shape), kwargs.get("validation_split"))
+            batch_size = self._batch_size(hp, data, kwargs)
+            if data.kind == "dataset":
+                kwargs.setdefault("shuffle", False)  # Keras ignores it for tf.data, with a warning
+                if not data.batched:
+                    x = x.batch(batch_size or 32)
+                    if args:
+                        args[0] = x
+                    else:
+                        kwargs["x"] = x
+            elif batch_size is not None:
+                kwargs["batch_size"] = batch_size
+            validation = kwargs.get("validation_data")
+            if _data.is_tf_dataset(validation) and not _data.inspect_data(validation, len(self.input_shape)).batched:
+                kwargs["validation_data"] = validation.batch(batch_size or 32)
+            epochs = kwargs.pop("epochs", self.epochs)  # Hyperband passes its own
+            from keras_trainkit import _validation as v
+
+            v.integer("epochs", epochs, low=1)
+            initial_epoch = v.integer("initial_epoch", kwargs.get("initial_epoch", 0), low=0)
+            if initial_epoch >= epochs:
+                raise ValueError(f"Argument `initial_epoch` must be < epochs ({epochs}). "
+                                 f"Received: initial_epoch={initial_epoch!r}")
+            steps = kwargs.get("steps_per_epoch")
+            if steps is not None:
+                v.integer("steps_per_epoch", steps, low=1)
+            accumulation = getattr(model.optimizer, "gradient_accumulation_steps", None) or 1
+            updates, why = _data.count_updates(data, batch_size, epochs, initial_epoch, steps, accumulation)
+            callbacks = list(kwargs.pop("callbacks", None) or [])
+            callbacks += self.recipe_callbacks(hp, updates, why)
+        if "verbose" not in kwargs and _kt_hooks.is_distributed_worker():
+            kwargs["verbose"] = 2  # one line per epoch: no carriage-return bars mixing between workers
+        return model.fit(*args, epochs=epochs, callbacks=callbacks, **kwargs)
+
+    def _batch_size(self, hp, data, kwargs) -> int | None:
+        tuned = "batch_size" in hp.values
+        given = kwargs.pop("batch_size", None)
+        if tuned and given is not None:
+            raise ValueError(
                 "Do not pass `batch_size` to search(): it is tuned as the hyperparameter "
                 f"'batch_size'. Fix it with make_hypermodel(search_space={{'batch_size': "
-                f"{kwargs['batch_size']!r}}}) instead. Received: batch_size={kwargs['batch_size']!r}")
-        batch_size = hp.get("batch_size")
-        epochs = kwargs.pop("epochs", self.epochs)  # Hyperband passes its own
-        initial_epoch = kwargs.get("initial_epoch", 0)
-        steps_per_epoch = kwargs.get("steps_per_epoch") or _steps_per_epoch(args, kwargs, batch_size)
-        total_steps = max(1, (epochs - initial_epoch) * steps_per_epoch) if steps_per_epoch else None
-        callbacks = list(kwargs.pop("callbacks", None) or [])
-        callbacks += self.recipe_callbacks(hp, total_steps)
-        return model.fit(*args, batch_size=batch_size, epochs=epochs, callbacks=callbacks, **kwargs)
+                f"{given!r}}}) instead. Received: batch_size={given!r}")
+        if data.batched:
+            if tuned:
+                raise ValueError(
+                    f"Argument `x` is a {_KIND[data.kind]}: its batches set the batch size, so the "
+                    f"hyperparameter 'batch_size' (here {hp.get('batch_size')!r}) cannot apply. "
+                    "Pass make_hypermodel(search_space={'batch_size': None}) to leave it out of the "
+                    "space, pass the data unbatched (dataset.unbatch()) to tune it, or search with a "
+                    "keras_trainkit tuner (GeneticSearch, GridSearch, TrainkitTunerMixin), which "
+                    "leaves it out by itself.")
+            if given is not None:
+                raise ValueError(
+                    f"Argument `batch_size` cannot apply: x is a {_KIND[data.kind]} whose batches set "
+                    f"the batch size. Received: batch_size={given!r}")
+            return None
+        return hp.get("batch_size") if tuned else given
 
-    def recipe_callbacks(self, hp, total_steps):
-        """The keras_trainkit callbacks this trial's hyperparameters ask for."""
+    def _check_objectives(self, kwargs) -> None:
+        tuner_objective = _kt_hooks.tuner_objective(kwargs.get("callbacks"))
+        names = [self.objective.name] if self.early_stopping_patience is not None else []
+        if tuner_objective is not None:
+            for objective in getattr(tuner_objective, "objectives", None) or [tuner_objective]:
+                if objective.name == "default_objective":
+                    continue
+                make_objective(objective, self.compiled_metrics, what="objective")
+                names.append(objective.name)
+                ours = self.objective
+                if objective.name == ours.name:
+                    if objective.direction != ours.direction:
+                        raise ValueError(
+                            f"The tuner {_verb(objective.direction)} {objective.name!r} but this "
+                            f"HyperModel's EarlyStopping {_verb(ours.direction)} it. Pass "
+                            f"objective=hypermodel.objective to the tuner. Received: "
+                            f"objective={objective}")
+                    continue
+                base = objective.name[4:] if objective.name.startswith("val_") else objective.name
+                expected = metric_direction(self.compiled_metrics.get(base, base))
+                if expected is not None and expected != objective.direction:
+                    raise ValueError(
+                        f"The tuner {_verb(objective.direction)} {objective.name!r}, but it is "
+                        f"better {'high' if expected == 'max' else 'low'} (Keras Tuner's inference "
+                        f"from a name is wrong for some metrics). Pass keras_tuner.Objective("
+                        f"{objective.name!r}, {expected!r}) to the tuner, or set it as "
+                        f"make_hypermodel(objective=...) and pass objective=hypermodel.objective. "
+                        f"Received: objective={objective}")
+        if any(n.startswith("val_") for n in names) and kwargs.get("validation_data") is None \
+                and not kwargs.get("validation_split"):
+            raise ValueError(
+                f"The objective {[n for n in names if n.startswith('val_')][0]!r} needs validation "
+                "data: pass validation_data=... or validation_split=... to search().")
+
+    def recipe_callbacks(self, hp, total_steps: int | None, why: str = "") -> list[keras.callbacks.Callback]:
+        """The keras_trainkit callbacks this trial's hyperparameters ask for.
+
+        Args:
+            hp: The trial's `keras_tuner.HyperParameters`.
+            total_steps: The optimizer updates the trial runs (`fit()`
+                computes them from the data), or `None` when unknown.
+            why: Why `total_steps` is unknown, for the error message.
+                Defaults to `""`.
+
+        Returns:
+            `WarmUp` over `round(warmup_fraction * total_steps)` updates and
+            the decay schedule over the rest, `EarlyStopping` on `objective`
+            and `GradientNormLogger`, as configured.
+        """
         out = []
-        schedule = hp.get("lr_schedule") if "lr_schedule" in hp.values else "constant"
-        warmup = hp.get("warmup_steps") if "warmup_steps" in hp.values else 0
-        if schedule != "constant" or warmup:
+        schedule = hp.values.get("lr_schedule", "constant")
+        fraction = hp.values.get("warmup_fraction", 0.0) or 0.0
+        if schedule != "constant" or fraction:
             if total_steps is None:
                 raise keras_tuner.errors.FatalValueError(
-                    "Cannot size the learning-rate schedule: pass `steps_per_epoch` to search() "
-                    "when the training data has no length.")
+                    f"Cannot size the learning-rate schedule: {why or 'the training data has no length'}. "
+                    "Pass `steps_per_epoch` to search().")
+            warmup = int(round(fraction * total_steps))
             decay_steps = max(1, total_steps - warmup)
             if warmup:
-                out.append(tk_callbacks.WarmUp(warmup))
+                out.append(tk_callbacks.WarmUp(warmup_steps=warmup))
             if schedule == "cosine":
-                out.append(tk_callbacks.CosineDecay(decay_steps, alpha=hp.get("cosine_alpha")))
+                out.append(tk_callbacks.CosineDecay(decay_steps=decay_steps, alpha=hp.get("cosine_alpha")))
             elif schedule == "exponential":
-                out.append(tk_callbacks.ExponentialDecay(decay_steps, hp.get("exponential_decay_rate")))
+                out.append(tk_callbacks.ExponentialDecay(decay_steps=decay_steps,
+                                                         decay_rate=hp.get("exponential_decay_rate")))
             elif schedule == "step":
                 count = hp.get("step_count")
                 period = max(1, decay_steps // (count + 1))
                 out.append(tk_callbacks.StepDecay(milestones=[period * (i + 1) for i in range(count)],
                                                   gamma=hp.get("step_gamma")))
             elif schedule == "polynomial":
-                out.append(tk_callbacks.PolynomialDecay(decay_steps, end_learning_rate=0.0,
+                out.append(tk_callbacks.PolynomialDecay(decay_steps=decay_steps, end_learning_rate=0.0,
                                                         power=hp.get("polynomial_power")))
             elif schedule == "inverse_time":
-                out.append(tk_callbacks.InverseTimeDecay(decay_steps, hp.get("inverse_time_decay_rate")))
+                out.append(tk_callbacks.InverseTimeDecay(decay_steps=decay_steps,
+                                                         decay_rate=hp.get("inverse_time_decay_rate")))
         if self.early_stopping_patience is not None:
             out.append(tk_callbacks.EarlyStopping(
                 monitor=self.objective.name, mode=self.objective.direction,
@@ -196,9 +270,29 @@ class TrainkitHyperModel(keras_tuner.HyperModel):
             out.append(tk_callbacks.GradientNormLogger(update_freq=self.log_grad_norm))
         return out
 
+    def _leave_out_batch_size(self) -> None:
+        """The data sets the batch size: stop declaring 'batch_size'."""
+        self.space.pop("batch_size", None)
+
+
+_KIND = {"dataset": "batched tf.data.Dataset", "pydataset": "keras.utils.PyDataset",
+         "generator": "generator", "loader": "torch DataLoader"}
+
+
+def _verb(direction: str) -> str:
+    return "maximizes" if direction == "max" else "minimizes"
+
 
 def regularizer_from(hp: keras_tuner.HyperParameters):
-    """The L1/L2 kernel regularizer of a trial (for layers of your own backbone)."""
+    """The L1/L2 kernel regularizer of a trial (for layers of your own backbone).
+
+    Args:
+        hp: The trial's hyperparameters.
+
+    Returns:
+        `keras.regularizers.L1L2(l1, l2)` from the trial's `l1` and `l2`, or
+        `None` when both are 0 or absent.
+    """
     l1 = hp.values.get("l1", 0.0) or 0.0
     l2 = hp.values.get("l2", 0.0) or 0.0
     return keras.regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
@@ -217,22 +311,32 @@ def make_hypermodel(input_shape: tuple[int, ...], num_classes: int | None = None
     table; every entry has a stable name and default):
 
     - `learning_rate` (log scale), `optimizer` (Keras' and keras_trainkit's:
-      see `OPTIMIZERS`), `sgd_momentum` (only for SGD), `batch_size`;
+      see `OPTIMIZERS`, extend with `register_optimizer`), `sgd_momentum`
+      (only for SGD), `batch_size`;
     - `lr_schedule` (constant, cosine, exponential, step, polynomial,
       inverse_time) with its own parameters, conditional on it, and
-      `warmup_steps`; the schedule spans the trial's training and is applied
-      with keras_trainkit's in-graph LR callbacks;
+      `warmup_fraction` (0 to 0.2 of the trial's updates);
     - `l1`, `l2` (kernel regularization), `dropout`;
-    - architecture: `activation`, `num_layers` and `units_<i>` for the layers
-      that exist; for image input (`len(input_shape) == 3`) also
-      `conv_blocks` and `filters_<i>`.
+    - architecture: `activation`, `num_layers` (at most `MAX_LAYERS` = 4) and
+      `units_<i>` for the layers that exist; for image input
+      (`len(input_shape) == 3`) also `conv_blocks` (at most 3) and `filters_<i>`.
 
     Everything is declared in `build()`, so every tuner sees every
-    hyperparameter (batch size included) from trial 1. `fit()` adds the
-    keras_trainkit callbacks (LR schedule and warm-up, `EarlyStopping` with
-    best-weight restore on `objective`, optional `GradientNormLogger`), tunes
-    the batch size, and takes `epochs` from the tuner when it passes one
-    (Hyperband) without passing it twice.
+    hyperparameter (batch size included) from trial 1.
+
+    `fit()` counts the optimizer updates the trial will really run - from the
+    array length (after `validation_split`) and the tuned batch size, a
+    tf.data.Dataset's cardinality, a `PyDataset`'s length, `steps_per_epoch`
+    (as Keras' epoch iterator consumes it), the tuner's `epochs` minus
+    `initial_epoch` (Hyperband), and `gradient_accumulation_steps` - and
+    spans the warm-up (`round(warmup_fraction * updates)`) and the decay
+    schedule over exactly those updates, with keras_trainkit's in-graph LR
+    callbacks. An unbatched tf.data.Dataset is batched with the tuned batch
+    size; a batched one (or a `PyDataset`, a generator) sets its own batch
+    size, so `batch_size` must be left out of the space:
+    `search_space={"batch_size": None}` (keras_trainkit's tuners do it by
+    themselves). It also adds `EarlyStopping` with best-weight restore on
+    `objective` and optionally `GradientNormLogger`.
 
     Args:
         input_shape: Shape of one input sample, e.g. `(64,)` or `(8, 8, 1)`.
@@ -247,17 +351,25 @@ def make_hypermodel(input_shape: tuple[int, ...], num_classes: int | None = None
             hyperparameters are then left out. Defaults to `None`.
         search_space: Changes to the default space: `name -> value` fixes a
             hyperparameter, `name -> [values]` sets the choices of a Choice,
-            `name -> {"min_value": ..., ...}` overrides its arguments, and
+            `name -> {"min_value": ..., ...}` overrides its arguments,
+            `"batch_size" -> None` leaves the batch size to the data, and
             `name -> ("Float" | "Int" | "Choice" | "Boolean", {...})` adds a new
-            one (read it in your `build_backbone`). Defaults to `None`.
-        metrics: Keras metrics to compile (any, e.g. `keras.metrics.AUC`,
-            `F1Score`, `Precision`, `Recall`). Defaults to `["accuracy"]` for
-            classification, `["mae"]` for regression.
+            one (read it in your `build_backbone`). Every value a built-in
+            hyperparameter can take is checked (e.g. learning rate > 0,
+            `l1`/`l2` >= 0, dropout in [0, 1), units > 0). Defaults to `None`.
+        metrics: Keras metrics to compile (names, instances, classes or
+            functions, e.g. `keras.metrics.AUC`, `F1Score`, `Precision`).
+            Defaults to `["accuracy"]` for classification, `["mae"]` for
+            regression.
         loss: Loss; by default derived from the task and labels. Defaults to `None`.
-        objective: What `EarlyStopping` monitors and the tuner should optimize
-            (a name or a `keras_tuner.Objective`; its direction is inferred for
-            Keras' metrics). Defaults to `"val_accuracy"` for classification,
-            `"val_loss"` for regression.
+        objective: What `EarlyStopping` monitors and the tuner should optimize:
+            a name as logged (`"val_auc"`) of a compiled metric (or the loss),
+            or a `keras_tuner.Objective`. The direction comes from the
+            compiled metric (Keras Tuner's inference, corrected where it is
+            wrong); when it cannot be inferred, pass a `keras_tuner.Objective`.
+            Pass `hypermodel.objective` to the tuner. Defaults to
+            `"val_accuracy"` for classification when accuracy is compiled,
+            else `"val_loss"`.
         epochs: Epochs per trial when the tuner does not set them. Defaults to `10`.
         early_stopping_patience: Patience of the `EarlyStopping`, or `None`
             for none. Defaults to `3`.
@@ -265,15 +377,23 @@ def make_hypermodel(input_shape: tuple[int, ...], num_classes: int | None = None
             (`True` means 1). Defaults to `False`.
         name: HyperModel name. Defaults to `None`.
 
+    Returns:
+        A `TrainkitHyperModel`.
+
     Raises:
         keras_tuner.errors.FatalValueError: (a `ValueError`) for a bad
-            configuration, before any search starts.
+            configuration, before any search starts, naming the argument.
+
+    Example:
+        >>> hm = make_hypermodel((64,), 10, search_space={"num_layers": [1, 2]})
+        >>> tuner = GeneticSearch(hm, objective=hm.objective, max_trials=20)
+        >>> tuner.search(x, y, validation_data=(x_val, y_val), epochs=5)
     """
     from keras_trainkit import _validation as v
 
     with fatal():
         if not isinstance(input_shape, (tuple, list)) or not input_shape or not all(
-                isinstance(d, int) and d > 0 for d in input_shape):
+                isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_shape):
             raise ValueError(f"Argument `input_shape` must be a tuple of positive ints. Received: input_shape={input_shape!r}")
         v.one_of("task", task, ("classification", "regression"))
         v.one_of("labels", labels, ("sparse", "one_hot"))
@@ -290,104 +410,32 @@ def make_hypermodel(input_shape: tuple[int, ...], num_classes: int | None = None
             v.integer("log_grad_norm", log_grad_norm, low=1)
         if build_backbone is not None and not callable(build_backbone):
             raise ValueError(f"Argument `build_backbone` must be callable. Received: build_backbone={build_backbone!r}")
-        space = _space_for(len(input_shape) == 3, build_backbone is not None)
-        space = _apply_changes(space, search_space or {})
+        space = space_for(len(input_shape) == 3, build_backbone is not None)
+        space = apply_changes(space, search_space or {})
+        metrics = _metrics(metrics, task)
+        compiled = compiled_names(metrics)
         if objective is None:
-            objective = "val_accuracy" if task == "classification" else "val_loss"
-        objective = _objective(objective)
-        metrics = list(metrics) if metrics is not None else (["accuracy"] if task == "classification" else ["mae"])
+            objective = "val_accuracy" if task == "classification" and "accuracy" in compiled else "val_loss"
+        objective = make_objective(objective, compiled)
     return TrainkitHyperModel(space, tuple(input_shape), task, num_classes, labels, build_backbone,
                               metrics, loss, objective, epochs, early_stopping_patience,
                               log_grad_norm, name=name)
 
 
-def _space_for(image: bool, custom_backbone: bool):
-    space = default_search_space()
-    for name in list(space):
-        kind, kwargs = space[name]
-        if (kwargs.get("image") and not image) or (custom_backbone and name in _ARCHITECTURE):
-            del space[name]
-    return space
-
-
-_KINDS = ("Float", "Int", "Choice", "Boolean", "Fixed")
-
-
-def _apply_changes(space, changes):
-    if not isinstance(changes, Mapping):
-        raise ValueError(f"Argument `search_space` must be a dict. Received: search_space={changes!r}")
-    for name, change in changes.items():
-        where = f"search_space[{name!r}]"
-        if isinstance(change, tuple) and len(change) == 2 and change[0] in _KINDS:
-            space[name] = (change[0], dict(change[1]))
-        elif name not in space:
-            raise ValueError(
-                f"Argument `search_space` names an unknown hyperparameter {name!r}; known: "
-                f"{sorted(space)} (add a new one as (kind, kwargs)). Received: {where}={change!r}")
-        elif isinstance(change, Mapping):
-            kind, kwargs = space[name]
-            allowed = {"values", "ordered", "default"} if kind == "Choice" else (
-                {"min_value", "max_value", "step", "sampling", "default"} if kind in ("Float", "Int") else {"default"})
-            unknown = set(change) - allowed
-            if unknown:
-                raise ValueError(f"Argument `{where}` has keys {sorted(unknown)} that a {kind} does not take "
-                                 f"(it takes {sorted(allowed)}). Received: {where}={change!r}")
-            kwargs = {**kwargs, **change}
-            if kind == "Choice" and "values" in change and "default" not in change \
-                    and kwargs.get("default") not in change["values"]:
-                kwargs.pop("default", None)
-            if kind in ("Float", "Int") and "default" not in change and kwargs.get("default") is not None \
-                    and not kwargs["min_value"] <= kwargs["default"] <= kwargs["max_value"]:
-                kwargs.pop("default")  # the inherited default left the narrowed range
-            space[name] = (kind, kwargs)
-        elif isinstance(change, list):
-            # Any hyperparameter becomes a Choice among the given values.
-            kind, kwargs = space[name]
-            new = {"values": list(change)}
-            if kind == "Choice" and "ordered" in kwargs:
-                new["ordered"] = kwargs["ordered"]
-            if kwargs.get("default") in change:
-                new["default"] = kwargs["default"]
-            if "parent" in kwargs:
-                new["parent"] = kwargs["parent"]
-            space[name] = ("Choice", new)
-        else:
-            kwargs = {"value": change}
-            if "parent" in space[name][1]:
-                kwargs["parent"] = space[name][1]["parent"]
-            space[name] = ("Fixed", kwargs)
-    for name, (kind, kwargs) in space.items():
-        _check_entry(name, kind, kwargs)
-    return space
-
-
-def _check_entry(name, kind, kwargs):
-    where = f"search_space[{name!r}]"
-    if kind not in _KINDS:
-        raise ValueError(f"Argument `{where}` has an unknown type {kind!r}; use one of {_KINDS}.")
-    if kind in ("Float", "Int"):
-        lo, hi = kwargs.get("min_value"), kwargs.get("max_value")
-        if lo is None or hi is None or not lo <= hi:
-            raise ValueError(f"Argument `{where}` needs min_value <= max_value. Received: min_value={lo!r}, max_value={hi!r}")
-        if kwargs.get("sampling") == "log" and lo <= 0:
-            raise ValueError(f"Argument `{where}` samples on a log scale and needs min_value > 0. Received: min_value={lo!r}")
-        default = kwargs.get("default")
-        if default is not None and not lo <= default <= hi:
-            raise ValueError(f"Argument `{where}` has a default outside [min_value, max_value]. Received: default={default!r}")
-    if kind == "Choice":
-        values = kwargs.get("values")
-        if not values:
-            raise ValueError(f"Argument `{where}` needs a non-empty list of values. Received: values={values!r}")
-        if len(set(map(repr, values))) != len(values):
-            raise ValueError(f"Argument `{where}` has repeated values. Received: values={values!r}")
-    values = kwargs.get("values") if kind == "Choice" else [kwargs.get("value")] if kind == "Fixed" else None
-    known = {"optimizer": OPTIMIZERS, "lr_schedule": SCHEDULES, "activation": ACTIVATIONS}.get(name)
-    if known is not None and values is not None:
-        bad = [x for x in values if x not in known]
-        if bad:
-            raise ValueError(f"Argument `{where}` has unknown {name} names {bad}; known: {sorted(known)}.")
-    if name == "batch_size" and values is not None and not all(isinstance(b, int) and b > 0 for b in values):
-        raise ValueError(f"Argument `{where}` needs positive integer batch sizes. Received: {values!r}")
+def _metrics(metrics, task) -> list:
+    if metrics is None:
+        return ["accuracy"] if task == "classification" else ["mae"]
+    if isinstance(metrics, (str, keras.metrics.Metric)) or not isinstance(metrics, (list, tuple)):
+        raise ValueError(f"Argument `metrics` must be a list of metrics. Received: metrics={metrics!r}")
+    out = []
+    for metric in metrics:
+        if inspect.isclass(metric) and issubclass(metric, keras.metrics.Metric):
+            metric = metric()  # an instance now: its name is fixed once, as the objective sees it
+        if not (isinstance(metric, (str, keras.metrics.Metric)) or callable(metric)):
+            raise ValueError(f"Argument `metrics` has an entry that is not a metric: {metric!r}. "
+                             f"Received: metrics={metrics!r}")
+        out.append(metric)
+    return out
 
 
 def _declare(hp, name, kind, kwargs):
@@ -396,29 +444,7 @@ def _declare(hp, name, kind, kwargs):
     return getattr(hp, kind)(name, **kwargs)
 
 
-def _objective(objective):
-    if isinstance(objective, keras_tuner.Objective):
-        return objective
-    if isinstance(objective, str):
-        name = objective[4:] if objective.startswith("val_") else objective
-        direction = "min" if name in ("loss", "mae", "mse", "mape", "msle", "mean_absolute_error",
-                                      "mean_squared_error") or name.endswith("loss") else "max"
-        return keras_tuner.Objective(objective, direction)
-    raise ValueError(f"Argument `objective` must be a metric name or a keras_tuner.Objective. Received: objective={objective!r}")
-
-
 def _fresh(metric):
     if isinstance(metric, keras.metrics.Metric):
         return keras.metrics.deserialize(keras.metrics.serialize(metric))
     return metric
-
-
-def _steps_per_epoch(args, kwargs, batch_size):
-    x = args[0] if args else kwargs.get("x")
-    try:
-        n = len(x) if not isinstance(x, dict) else len(next(iter(x.values())))
-    except TypeError:
-        return None
-    if kwargs.get("validation_split"):
-        n = int(n * (1 - kwargs["validation_split"]))
-    return math.ceil(n / batch_size)
