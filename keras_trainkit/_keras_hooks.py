@@ -11,6 +11,7 @@ The tested Keras minors are bounded in pyproject.toml.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import os
 import sys
@@ -40,6 +41,14 @@ class OptimizerHooks(keras.optimizers.Optimizer):
     """
 
     decoupled_weight_decay = True
+
+    def build(self, variables):
+        """Creates the optimizer's state (slots) for `variables`."""
+        super().build(variables)
+
+    def update_step(self, gradient, variable, learning_rate):
+        """Applies one update of `variable` from its `gradient` at `learning_rate`."""
+        raise NotImplementedError
 
     def variable_index(self, variable: Any) -> int:
         """Index of `variable` among the variables the optimizer was built on."""
@@ -170,6 +179,24 @@ def set_instance_attribute(obj: Any, name: str, value: Any) -> None:
 def del_instance_attribute(obj: Any, name: str) -> None:
     """Removes an attribute set by `set_instance_attribute`."""
     object.__delattr__(obj, name)
+
+
+def copy_callback(callback: Any, memo: dict, runtime: tuple[str, ...] = (),
+                  shared: tuple[str, ...] = ()) -> Any:
+    """`copy.deepcopy` of a callback's configuration (Keras Tuner copies
+    callbacks per trial): never its model (Keras' `_model`) or `params`, nor
+    its run-time state (`runtime`, reset to `None`); the objects it must share
+    with the caller (`shared`) are shared, not copied."""
+    clone = callback.__class__.__new__(callback.__class__)
+    memo[id(callback)] = clone
+    for key, value in callback.__dict__.items():
+        if key in ("_model", "params") or key in runtime:
+            clone.__dict__[key] = None
+        elif key in shared:
+            clone.__dict__[key] = value
+        else:
+            clone.__dict__[key] = copy.deepcopy(value, memo)
+    return clone
 
 
 def default_hook(callback: Any, name: str) -> Any:

@@ -5,6 +5,8 @@ Everything here ships inside scikit-learn: nothing is downloaded.
 
 from __future__ import annotations
 
+__all__ = ["load_digits"]
+
 
 def load_digits(validation_split: float = 0.25, seed: int = 0, images: bool = False):
     """scikit-learn's 8x8 handwritten digits (1797 samples, 10 classes).

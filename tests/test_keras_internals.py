@@ -173,3 +173,248 @@ def test_learning_rate_object_is_what_the_optimizer_applies():
 
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(pytest.main([__file__, "-q"]))
+
+
+# -- fit(): the CallbackList, the fit frame, the train function ---------------------------
+def _tiny(optimizer=None):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer or keras.optimizers.SGD(0.1), "mse")
+    return model
+
+
+def _xy(n=8):
+    return np.ones((n, 2), "float32"), np.ones((n, 1), "float32")
+
+
+def test_fit_order_of_events_and_what_it_reads_per_step():
+    """fit(): `make_train_function()` before `on_train_begin`; the CallbackList
+    is `self` of the frame dispatching a hook; `model.history` is a new History
+    set before `on_train_begin`; `on_epoch_begin` before the first step; the
+    step looked up as `model.train_function` at every step; validation through
+    `model.evaluate` with the same CallbackList; the `fit` frame has `self`."""
+    model, events = _tiny(), []
+    histories = []
+
+    class Probe(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            events.append(("train_begin", model.train_function is not None))
+            histories.append(model.history)
+            self.callback_list = hooks.dispatching_callback_list(self)
+            self.frame = hooks.fit_frame(model)
+            original = model.train_function
+
+            def counted(*args, **kwargs):
+                events.append("step")
+                return original(*args, **kwargs)
+
+            hooks.set_train_function(model, counted)
+            self.evaluate = model.evaluate
+
+            def evaluate(*args, **kwargs):
+                events.append(("evaluate", kwargs.get("callbacks") is self.callback_list))
+                return self.evaluate(*args, **kwargs)
+
+            hooks.set_instance_attribute(model, "evaluate", evaluate)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            events.append("epoch_begin")
+
+    probe = Probe()
+    x, y = _xy()
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, validation_data=(x, y), callbacks=[probe])
+    assert isinstance(probe.callback_list, keras.callbacks.CallbackList)
+    assert probe in probe.callback_list.callbacks
+    assert probe.frame is not None and not probe.frame.running()
+    assert events == [("train_begin", True), "epoch_begin", "step", "step", ("evaluate", True)]
+    assert isinstance(histories[0], keras.callbacks.History) and model.history is histories[0]
+    hooks.del_instance_attribute(model, "evaluate")
+    model.fit(x, y, verbose=0)
+    assert model.history is not histories[0]
+    assert hooks.dispatching_callback_list(probe) is None  # not inside a hook
+
+
+def test_train_function_captures_train_step_when_made():
+    """TF/JAX trainers capture `model.train_step` in `make_train_function`;
+    `make_train_function(force=True)` stores the new function as `train_function`."""
+    model, calls = _tiny(), []
+    original = model.train_step
+
+    def train_step(data):
+        calls.append(1)
+        return original(data)
+
+    hooks.set_instance_attribute(model, "train_step", train_step)
+    function = hooks.rebuild_train_function(model)
+    hooks.del_instance_attribute(model, "train_step")
+    assert function is model.train_function
+    x, y = _xy()
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert calls  # traced through the captured train_step
+
+
+def test_optimizer_learning_rate_slot_and_callable_protocol():
+    """`Optimizer._learning_rate`: the float's tracked variable; a callable in
+    that slot is called with no argument to get the rate, and Keras' setter
+    calls its `assign` for a number."""
+    opt = keras.optimizers.SGD(0.1)
+    slot = hooks.learning_rate_slot(opt)
+    assert isinstance(slot, keras.Variable) and any(v is slot for v in opt.variables)
+
+    class Callable:
+        assigned = None
+
+        def __call__(self):
+            return keras.ops.convert_to_tensor(0.25)
+
+        def assign(self, value):
+            Callable.assigned = value
+
+    hooks.set_learning_rate_slot(opt, Callable())
+    assert float(opt.learning_rate) == pytest.approx(0.25)
+    opt.learning_rate = 0.5
+    assert Callable.assigned == 0.5
+    assert any(v is slot for v in opt.variables)  # still tracked
+    hooks.set_learning_rate_slot(opt, slot)
+
+
+def test_optimizer_iterations_accumulators_clipping_and_build_list():
+    """`_iterations` counts batches under gradient accumulation (`iterations`
+    counts updates); `_accumulated_gradients[_get_variable_index(v)]`;
+    `_clip_gradients(grads)`; `_trainable_variables`."""
+    w = keras.Variable(np.ones(3, "float32"))
+    opt = keras.optimizers.SGD(0.1, gradient_accumulation_steps=2, clipnorm=1.0)
+    opt.build([w])
+    for _ in range(3):
+        opt.apply([keras.ops.ones(3)], [w])
+    assert int(hooks.raw_iterations(opt)) == 3 and int(opt.iterations) == 1
+    assert tuple(hooks.accumulated_gradient(opt, w).shape) == (3,)
+    clipped = hooks.clip_gradients(opt, [keras.ops.ones(3) * 10.0])
+    assert float(keras.ops.norm(clipped[0])) == pytest.approx(1.0, rel=1e-5)
+    assert hooks.built_variables(opt)[0] is w
+
+
+def test_wrappers_expose_inner_optimizers():
+    """`LossScaleOptimizer.inner_optimizer` and `MultiOptimizer.optimizers`."""
+    sgd, adam = keras.optimizers.SGD(0.1), keras.optimizers.Adam(0.1)
+    lso = keras.optimizers.LossScaleOptimizer(sgd)
+    assert hooks.unwrap(lso) is sgd and hooks.loss_scale_optimizer(lso) is lso
+    multi = keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(sgd, {"x": adam}))
+    assert set(map(id, hooks.inner_optimizers(multi))) == {id(sgd), id(adam)}
+    assert hooks.core_optimizer(multi) is None and hooks.core_optimizer(lso) is sgd
+
+
+def test_multi_optimizer_internals_for_subsets():
+    """`MultiOptimizer._optimizer_map` (read by build), `_trainable_variables_indices`,
+    `_var_to_optimizer_idx`, `_var_key`, `_inner_optimizers`,
+    `_check_variables_are_known`, `_iterations`; `OptimizerMap._optimizer_map`."""
+    a, b = keras.Variable(np.ones(2, "float32")), keras.Variable(np.ones(2, "float32"))
+    sgd, adam = keras.optimizers.SGD(0.1), keras.optimizers.SGD(0.2)
+    optimizer_map = keras.optimizers.OptimizerMap(sgd, {"group1": adam})
+    multi = hooks.SubsetMultiOptimizer(optimizer_map)
+    multi.build_with([a, b], lambda w: sgd if w is a else adam)
+    assert hooks.optimizer_map_entry(multi.optimizer_map(), "group1") is adam
+    multi.apply([keras.ops.ones(2)], [b])  # a subset
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(b), [0.8, 0.8], rtol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(a), [1.0, 1.0])
+    assert int(multi.iterations) == 1
+
+
+def test_flatten_layers():
+    """`Layer._flatten_layers(include_self=...)`."""
+    inner = keras.Sequential([keras.layers.Dense(1, name="d")], name="inner")
+    outer = keras.Sequential([keras.Input((2,)), inner], name="outer")
+    names = [layer.name for layer in hooks.flatten_layers(outer, include_self=False)]
+    assert "inner" in names and "d" in names and "outer" not in names
+    assert hooks.flatten_layers(outer)[0] is outer
+
+
+def test_default_callback_hooks_are_recognised_by_callback_list():
+    """Keras' no-op `Callback` hooks carry `_is_default`, which `CallbackList`
+    reads to skip per-batch work."""
+
+    class CB(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            pass
+
+    cb = CB()
+    assert not hooks.is_default_hook(cb.on_train_batch_end)
+    cb.on_train_batch_end = hooks.default_hook(cb, "on_train_batch_end")
+    assert hooks.is_default_hook(cb.on_train_batch_end)
+
+
+def test_callback_model_attribute_for_copies():
+    """`Callback._model` holds the model (`copy_callback` leaves it out)."""
+    import copy
+
+    cb, model = keras.callbacks.Callback(), _tiny()
+    cb.set_model(model)
+    assert cb.__dict__["_model"] is model
+    clone = hooks.copy_callback(cb, {})
+    assert clone.model is None and clone.params is None
+    assert copy.deepcopy(cb).__class__ is keras.callbacks.Callback
+
+
+def test_tensorboard_internals(tmp_path):
+    """TensorBoard's `_should_trace`, `_should_write_train_graph`,
+    `_write_keras_model_train_graph`, `_log_epoch_metrics(epoch, logs)`,
+    `_collect_learning_rate`, `_compute_steps_per_second`, `_train_dir`,
+    `_val_dir`, `_pop_writer`."""
+    tb = keras.callbacks.TensorBoard(str(tmp_path))
+    tb.set_model(_tiny())  # sets _should_write_train_graph
+    for name in ("_should_write_train_graph", "_write_keras_model_train_graph", "_collect_learning_rate",
+                 "_compute_steps_per_second", "_pop_writer", "_should_trace"):
+        assert hasattr(tb, name), name
+    assert list(inspect.signature(tb._log_epoch_metrics).parameters) == ["epoch", "logs"]
+    assert hooks.tensorboard_train_dir(tb).endswith("train") and str(tb._val_dir).endswith("validation")
+
+
+def test_epoch_iterator_reads_the_batch_count_each_epoch():
+    """BatchSizeScheduler's live batch count: Keras' epoch iterator does its
+    arithmetic with a PyDataset's `num_batches` when each epoch starts (pinned
+    in detail by tests/test_batch_size.py)."""
+    from keras_trainkit import callbacks as C
+    from keras_trainkit import schedules as S
+
+    data = C.ScheduledBatches(np.ones((12, 2), "float32"), np.ones((12, 1), "float32"), batch_size=2)
+    steps = []
+    model = _tiny()
+    model.fit(data, epochs=2, verbose=0, callbacks=[
+        C.BatchSizeScheduler(S.BatchSizeIncrease(2, factor=2, step_size=1), data),
+        keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: steps.append(b))])
+    assert steps == [0, 1, 2, 3, 4, 5, 0, 1, 2]
+
+
+def test_no_module_outside_the_hooks_touches_keras_internals():
+    """No other module imports `keras.src` or reads or writes a private
+    attribute that a Keras class or object has."""
+    import ast
+    import os
+
+    import keras_trainkit
+
+    model = _tiny()
+    model.optimizer.build(model.trainable_variables)
+    owners = [keras.optimizers.Optimizer, keras.optimizers.MultiOptimizer, keras.optimizers.LossScaleOptimizer,
+              keras.Model, keras.layers.Layer, keras.callbacks.Callback, keras.callbacks.CallbackList,
+              keras.callbacks.TensorBoard, keras.callbacks.EarlyStopping, keras.Variable, keras.metrics.Metric,
+              keras.optimizers.schedules.LearningRateSchedule, keras.utils.PyDataset, model, model.optimizer,
+              model.layers[0]]
+    private = {n for o in owners for n in dir(o) if n.startswith("_") and not n.startswith("__")}
+    private |= {n for o in (model, model.optimizer) for n in vars(o) if n.startswith("_") and not n.startswith("__")}
+    root = os.path.dirname(keras_trainkit.__file__)
+    found = []
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            if not name.endswith(".py") or name == "_keras_hooks.py":
+                continue
+            path = os.path.join(dirpath, name)
+            with open(path) as f:
+                tree = ast.parse(f.read())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Attribute) and node.attr in private:
+                    found.append(f"{os.path.relpath(path, root)}:{node.lineno}: .{node.attr}")
+                elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                    names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                    found += [f"{os.path.relpath(path, root)}:{node.lineno}: import {n}" for n in names
+                              if n.startswith("keras.src")]
+    assert found == []

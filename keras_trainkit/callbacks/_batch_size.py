@@ -220,6 +220,7 @@ class ScheduledBatches(keras.utils.PyDataset):
 
     @property
     def epoch(self) -> int | None:
+        """The epoch the current batches are for (`None` before the first)."""
         return self._epoch
 
     @property

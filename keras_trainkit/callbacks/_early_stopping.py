@@ -3,7 +3,6 @@ best weights on every end and surviving interruption."""
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import warnings
@@ -12,6 +11,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_trainkit import _keras_hooks as hooks
 from keras_trainkit import _validation as v
 from keras_trainkit._keras_hooks import MonitorCallbackBase
 from keras_trainkit.callbacks._early_stopping_state import (
@@ -229,13 +229,7 @@ class EarlyStopping(MonitorCallbackBase):
         """Keras Tuner deep-copies callbacks per trial: the copy has no model
         and no `params` (as fresh from `Callback.__init__`) and deep copies of
         everything else (`BestWeights` leaves out its temporary directory)."""
-        clone = self.__class__.__new__(self.__class__)
-        memo[id(self)] = clone
-        keras.callbacks.Callback.__init__(clone)
-        for key, value in vars(self).items():
-            if key not in vars(clone):
-                clone.__dict__[key] = copy.deepcopy(value, memo)
-        return clone
+        return hooks.copy_callback(self, memo)
 
     # ------------------------------------------------------------ comparisons
     def _check_thresholds(self, direction: str) -> None:

@@ -88,6 +88,7 @@ class DiscriminativeOptimizer(hooks.SubsetMultiOptimizer):
 
     @property
     def num_groups(self) -> int:
+        """The number of groups (sub-optimizers)."""
         return len(self.optimizer_map()) + 1
 
     @property
@@ -106,6 +107,8 @@ class DiscriminativeOptimizer(hooks.SubsetMultiOptimizer):
         return _match_paths(var_list, self._variable_paths, self._group_of)
 
     def build(self, var_list):
+        """Builds each group's optimizer on its variables (groups by identity,
+        then by saved position or path)."""
         if self.built:
             return
         var_list = list(var_list)
@@ -413,11 +416,11 @@ class GradualUnfreezing(Participant):
             self.on_train_batch_end = self._check_step
         self.verbose = v.integer("verbose", verbose, low=0)
         self.unfrozen_at: dict[int, int] = {}
-        self._layers: list[list[keras.layers.Layer]] | None = None
+        self._group_layers: list[list[keras.layers.Layer]] | None = None
         self._frozen: list[bool] = []
 
     # -- hooks ------------------------------------------------------------------------
-    _runtime_attributes = ("_layers",)
+    _runtime_attributes = ("_group_layers",)
     _shared_attributes = ("groups",)  # layers given as objects are shared, never copied
 
     def _check(self, session):
@@ -427,16 +430,16 @@ class GradualUnfreezing(Participant):
     def on_train_begin(self, logs=None):
         Session.begin(self)
         model = self.model
-        self._layers = _resolve_groups(model, self.groups)
-        self._build_optimizer(model, _group_variables(self._layers))
+        self._group_layers = _resolve_groups(model, self.groups)
+        self._build_optimizer(model, _group_variables(self._group_layers))
         self.unfrozen_at = {}
-        self._frozen = [False] * len(self._layers)
+        self._frozen = [False] * len(self._group_layers)
 
     def _attach(self, session):
         """Freezes the groups whose time has not come (undone if the fit fails;
         the flags reached stay when it ends normally)."""
         model = self.model
-        flat = [sub for layers in self._layers for layer in layers
+        flat = [sub for layers in self._group_layers for layer in layers
                 for sub in hooks.flatten_layers(layer, include_self=True)]
         saved = [(layer, layer.trainable) for layer in flat]
         saved_vars = [(w, w.trainable) for layer in flat for w in layer.weights]
@@ -450,7 +453,7 @@ class GradualUnfreezing(Participant):
         session.on_undo(restore, on_success=False)
         session.rebuild_train_function_on_close = True
         position = 0 if self.unit == "epoch" else int(model.optimizer.iterations)
-        for i, layers in enumerate(self._layers):
+        for i, layers in enumerate(self._group_layers):
             for layer in layers:
                 _set_trainable(layer, self.unfreeze_at[i] <= position)
             self._frozen[i] = self.unfreeze_at[i] > position
@@ -466,12 +469,12 @@ class GradualUnfreezing(Participant):
             self._advance(int(self.model.optimizer.iterations))
 
     def on_train_end(self, logs=None):
-        self._layers = None
+        self._group_layers = None
 
     # -- internals --------------------------------------------------------------------
     def _advance(self, position: int) -> None:
         changed = []
-        for i, layers in enumerate(self._layers or []):
+        for i, layers in enumerate(self._group_layers or []):
             if self._frozen[i] and self.unfreeze_at[i] <= position:
                 for layer in layers:
                     _set_trainable(layer, True)
@@ -485,12 +488,12 @@ class GradualUnfreezing(Participant):
             else:
                 self.model.make_train_function(force=True)
             if self.verbose:
-                names = "; ".join(", ".join(layer.name for layer in self._layers[i]) for i in changed)
+                names = "; ".join(", ".join(layer.name for layer in self._group_layers[i]) for i in changed)
                 print(f"\nGradualUnfreezing: {self.unit} {position}: unfroze {names}")
 
     def _build_optimizer(self, model: keras.Model, group_vars: list[list[Any]]) -> None:
         optimizer = _check_optimizer(model)
-        with _all_trainable([layer for layers in self._layers for layer in layers]):
+        with _all_trainable([layer for layers in self._group_layers for layer in layers]):
             everything = list(model.trainable_variables)
         if not optimizer.built:
             optimizer.build(everything)

@@ -212,7 +212,7 @@ class RateController:
                                              name="batch_size_rate_factor", aggregation="only_first_replica")
         # Host-side record of (first update, b, f) for logs and TensorBoard:
         # derived from what the step reads, never read by the step.
-        self.changes: list[tuple[int, float, float]] = [(self._iterations(), self._base_value(), 1.0)]
+        self.changes: list[tuple[int, float, float]] = [(self._update_count(), self._base_value(), 1.0)]
         self._version = 0  # bumped at every change, for the cache
         self.summaries = _summaries.ScalarWriter()
         self._host_fn: Any = None
@@ -252,7 +252,7 @@ class RateController:
         # Eager read (`optimizer.learning_rate`, e.g. by ReduceLROnPlateau or
         # keras.callbacks.TensorBoard at an epoch end): the next update's rate,
         # from the compiled host evaluation, not a few ms of eager ops.
-        return ops.convert_to_tensor(self.rate_of_update(self._iterations()))
+        return ops.convert_to_tensor(self.rate_of_update(self._update_count()))
 
     def assign(self, value):
         """`optimizer.learning_rate = value` rescales the optimizer's own rate."""
@@ -261,7 +261,7 @@ class RateController:
             self.optimizer.learning_rate = value
             return
         value = float(ops.convert_to_numpy(value))
-        current = float(self.rate_of_update(self._iterations()))
+        current = float(self.rate_of_update(self._update_count()))
         if current == value:
             return
         if self.variable is None or (not self.relative and self.reference is None):
@@ -275,13 +275,13 @@ class RateController:
         if current == 0.0:
             raise ValueError(
                 "Cannot set the learning rate while the keras_trainkit schedule gives 0 at "
-                f"update {self._iterations()}: a scheduled rate is changed by rescaling it. "
+                f"update {self._update_count()}: a scheduled rate is changed by rescaling it. "
                 f"Received: learning_rate={value!r}")
         self.variable.assign(self._base_value() * value / current)
         self._record()
 
     # -- host side ---------------------------------------------------------------------
-    def _iterations(self) -> int:
+    def _update_count(self) -> int:
         return int(ops.convert_to_numpy(self.optimizer.iterations))
 
     def _base_value(self) -> float:
@@ -295,7 +295,7 @@ class RateController:
 
     def _record(self) -> None:
         factor = float(ops.convert_to_numpy(self.factor)) if self.factor is not None else 1.0
-        entry = (self._iterations(), self._base_value(), factor)
+        entry = (self._update_count(), self._base_value(), factor)
         if entry[1:] != self.changes[-1][1:]:
             if self.changes[-1][0] == entry[0]:
                 self.changes[-1] = entry
@@ -305,7 +305,7 @@ class RateController:
 
     def last_rate(self) -> float:
         """The rate used by the last update applied (for epoch logs)."""
-        return float(self.rate_of_update(max(self._iterations() - 1, 0)))
+        return float(self.rate_of_update(max(self._update_count() - 1, 0)))
 
     def rate_of_update(self, update: int) -> np.float32:
         """The rate update number `update` uses, cached: each epoch end evaluates
@@ -353,7 +353,7 @@ class RateController:
     def start_epoch(self) -> None:
         self._record()  # e.g. restored by BackupAndRestore, or set outside the fit
         if self._written is None:
-            self._written = self._iterations()
+            self._written = self._update_count()
 
     def write_summaries(self, tag: str = "learning_rate") -> None:
         """Writes the rate of every update since the last call, one scalar per step.
@@ -363,7 +363,7 @@ class RateController:
         """
         if not self.summaries.dirs or self._written is None:
             return
-        done = self._iterations()
+        done = self._update_count()
         if done <= self._written:
             return
         # One more than written: the next update's rate, cached for the reads

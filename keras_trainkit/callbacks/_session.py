@@ -33,7 +33,6 @@ Keras variables that checkpoints carry (see `_lr_control`).
 
 from __future__ import annotations
 
-import copy
 import signal
 import threading
 import weakref
@@ -53,23 +52,6 @@ _PLANNED = "_keras_trainkit_session"  # on the fit's CallbackList
 _DISPATCH = ("on_epoch_begin", "on_epoch_end", "on_train_batch_begin", "on_train_batch_end",
              "on_test_begin", "on_test_end", "on_test_batch_begin", "on_test_batch_end",
              "on_predict_begin", "on_predict_end", "on_predict_batch_begin", "on_predict_batch_end")
-
-
-def copy_callback(callback: Any, memo: dict, runtime: tuple[str, ...] = (),
-                  shared: tuple[str, ...] = ()) -> Any:
-    """`copy.deepcopy` of a callback's configuration (Keras Tuner copies callbacks
-    per trial): never the model, its run-time state (`runtime`, reset to
-    `None`) or the objects it must share with the caller (`shared`)."""
-    clone = callback.__class__.__new__(callback.__class__)
-    memo[id(callback)] = clone
-    for key, value in callback.__dict__.items():
-        if key in ("_model", "params") or key in runtime:
-            clone.__dict__[key] = None
-        elif key in shared:
-            clone.__dict__[key] = value
-        else:
-            clone.__dict__[key] = copy.deepcopy(value, memo)
-    return clone
 
 
 class Participant(keras.callbacks.Callback):
@@ -99,7 +81,7 @@ class Participant(keras.callbacks.Callback):
         _lr_control.remember_reference_rates(model)
 
     def __deepcopy__(self, memo):
-        return copy_callback(self, memo, self._runtime_attributes, self._shared_attributes)
+        return hooks.copy_callback(self, memo, self._runtime_attributes, self._shared_attributes)
 
 
 class Session:

@@ -38,6 +38,11 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
         return self.compute(ops.cast(step, "float32"))
 
     def compute(self, step: Any) -> Any:  # pragma: no cover - abstract
+        """The rate at `step`, a float32 tensor of any shape (element-wise `keras.ops`)."""
+        raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:  # pragma: no cover - abstract
+        """The constructor's arguments (Keras serialization: `cls(**config)`)."""
         raise NotImplementedError
 
     #: The attribute holding the rate the schedule starts from and scales (its

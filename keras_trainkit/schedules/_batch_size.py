@@ -33,6 +33,7 @@ class BatchSizeSchedule:
         return max(1, _round_half_up(self.compute(epoch)))
 
     def compute(self, epoch: int) -> float:  # pragma: no cover - abstract
+        """The unrounded batch size at `epoch`."""
         raise NotImplementedError
 
     def learning_rate_factor(self, epoch: int) -> float:
@@ -46,10 +47,12 @@ class BatchSizeSchedule:
         return 1.0
 
     def get_config(self) -> dict[str, Any]:  # pragma: no cover - abstract
+        """The constructor's arguments (`cls(**config)` rebuilds the schedule)."""
         raise NotImplementedError
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> BatchSizeSchedule:
+        """The schedule `get_config()` describes."""
         return cls(**config)
 
     def __repr__(self) -> str:
