@@ -33,7 +33,6 @@ from typing import Any
 
 import keras
 import numpy as np
-from keras import ops
 
 from keras_trainkit import _validation as v
 from keras_trainkit.callbacks import _lr_control
