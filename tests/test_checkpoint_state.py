@@ -12,12 +12,11 @@ import os
 import subprocess
 import sys
 
+import _resume_worker as worker
 import keras
 import numpy as np
 import pytest
 
-import _resume_worker as worker
-from keras_trainkit import callbacks as C
 from keras_trainkit import schedules as S
 
 HERE = os.path.dirname(os.path.abspath(__file__))
