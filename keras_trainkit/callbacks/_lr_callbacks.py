@@ -27,15 +27,16 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import numpy as np
 from keras import ops
 
 from keras_trainkit import _validation as v
 from keras_trainkit import schedules
-from keras_trainkit.callbacks import _lr_control
+from keras_trainkit.callbacks import _lr_control, _summaries
 from keras_trainkit.callbacks._session import Participant, Session
 from keras_trainkit.schedules._base import check_schedule
 
-__all__ = ["CosineDecay", "ExponentialDecay", "InverseTimeDecay", "LearningRateSchedule",
+__all__ = ["CosineDecay", "ExponentialDecay", "InverseTimeDecay", "LearningRateSchedule", "OneCycle",
            "PolynomialDecay", "StepDecay", "WarmUp"]
 
 
@@ -281,3 +282,195 @@ class WarmUp(LearningRateSchedule):
     def _wrap(self, inner: Any) -> Any:
         """`schedules.WarmUp(inner, ...)`."""
         return schedules.WarmUp(inner, **self._kwargs)
+
+
+class OneCycle(LearningRateSchedule):
+    """The one-cycle policy: learning rate and momentum, as PyTorch's `OneCycleLR`.
+
+    Drives the optimizer's rate with `schedules.OneCycle` and, with
+    `cycle_momentum=True`, its momentum (SGD's and RMSprop's `momentum`, the
+    Adam family's `beta_1`) with `schedules.OneCycleMomentum`, both inside the
+    compiled train step and keyed on the optimizer's update count (so a second
+    `fit()` continues and a resumed run is exact). Per update they equal
+    torch's `OneCycleLR` (tested against torch's trajectories). With
+    `T = total_steps`, `initial = max_learning_rate / div_factor` and
+    `min = initial / final_div_factor`::
+
+        rate:      initial -> max_learning_rate (first pct_start * T updates) -> min
+        momentum:  max_momentum -> base_momentum -> max_momentum
+
+    (cosine or linear within each phase; `three_phase=True` adds a phase back
+    to `initial` before the final decay, as in fastai's original policy). It
+    composes with the other callbacks as the decay callbacks do: a `WarmUp`
+    wraps it, `ReduceLROnPlateau` rescales it, `BatchSizeScheduler` multiplies
+    it. After the cycle both hold their last values.
+
+    Logs: `learning_rate` and `momentum` (or `beta_1`) of the epoch's last
+    update go into the epoch logs; with `log_dir` or a TensorBoard callback in
+    the same `fit()`, both are written per update.
+
+    Args:
+        max_learning_rate: Peak rate, a float > 0, or `None` for the
+            optimizer's own rate (then read inside the step, so that
+            checkpoints carry any rescaling, as for the decay callbacks).
+        total_steps: Updates in the cycle, an int >= 1. Give this, or
+            `epochs` and `steps_per_epoch`, or neither: then the cycle spans
+            the `fit()` (`epochs` times its steps per epoch). Defaults to `None`.
+        epochs: Epochs in the cycle (with `steps_per_epoch`). Defaults to `None`.
+        steps_per_epoch: Updates per epoch (with `epochs`). Defaults to `None`.
+        pct_start: Fraction of the cycle spent raising the rate, in [0, 1].
+            Defaults to `0.3`.
+        anneal_strategy: `"cos"` or `"linear"`. Defaults to `"cos"`.
+        div_factor: `initial = max_learning_rate / div_factor`, > 0.
+            Defaults to `25.0`.
+        final_div_factor: `min = initial / final_div_factor`, > 0.
+            Defaults to `1e4`.
+        three_phase: Use three phases. Defaults to `False`.
+        cycle_momentum: Cycle the momentum too (the optimizer must have one:
+            SGD or RMSprop built with `momentum > 0`, or `beta_1`).
+            Defaults to `True`.
+        base_momentum: Momentum at the rate's peak, in [0, 1). Defaults to `0.85`.
+        max_momentum: Momentum at the start and the end, in [0, 1).
+            Defaults to `0.95`.
+        log_dir: TensorBoard log directory, or `None`. Defaults to `None`.
+        verbose: 1 prints the rate at each epoch end. Defaults to `0`.
+
+    References:
+        Smith & Topin, 2017. Super-Convergence: Very Fast Training of Neural
+        Networks Using Large Learning Rates. https://arxiv.org/abs/1708.07120
+
+    Example:
+        >>> model.compile(keras.optimizers.SGD(0.1, momentum=0.9), "mse")
+        >>> model.fit(x, y, epochs=10, callbacks=[OneCycle(0.5)])  # the cycle spans the fit
+    """
+
+    _runtime_attributes = ("_total", "_momentum_written", "_momentum_writer")
+
+    def __init__(self, max_learning_rate: float | None, total_steps: int | None = None,
+                 epochs: int | None = None, steps_per_epoch: int | None = None, pct_start: float = 0.3,
+                 anneal_strategy: str = "cos", div_factor: float = 25.0, final_div_factor: float = 1e4,
+                 three_phase: bool = False, cycle_momentum: bool = True, base_momentum: float = 0.85,
+                 max_momentum: float = 0.95, log_dir: str | None = None, verbose: int = 0):
+        super().__init__(log_dir=log_dir, verbose=verbose)
+        self.max_learning_rate = max_learning_rate
+        self.total_steps, self.epochs, self.steps_per_epoch = total_steps, epochs, steps_per_epoch
+        self.cycle_momentum = v.boolean("cycle_momentum", cycle_momentum)
+        self._phases = dict(pct_start=pct_start, anneal_strategy=anneal_strategy, three_phase=three_phase)
+        self._rates = dict(div_factor=div_factor, final_div_factor=final_div_factor)
+        self._momenta = dict(base_momentum=base_momentum, max_momentum=max_momentum)
+        self.pct_start, self.anneal_strategy, self.three_phase = pct_start, anneal_strategy, three_phase
+        self.div_factor, self.final_div_factor = div_factor, final_div_factor
+        self.base_momentum, self.max_momentum = base_momentum, max_momentum
+        # Validate everything now (a stand-in cycle length when the fit gives it).
+        given = (total_steps, epochs, steps_per_epoch)
+        self._total = None
+        self._schedules(1.0 if max_learning_rate is None else max_learning_rate,
+                        given if any(x is not None for x in given) else (1, None, None))
+        self._momentum_writer = None
+
+    @property
+    def relative(self) -> bool:
+        """`max_learning_rate=None`: the peak is the optimizer's own rate."""
+        return self.max_learning_rate is None
+
+    def _schedules(self, peak: float, lengths: tuple[Any, Any, Any]):
+        total, epochs, steps = lengths
+        rate = schedules.OneCycle(peak, total_steps=total, epochs=epochs, steps_per_epoch=steps,
+                                  **self._phases, **self._rates)
+        return rate, rate.momentum_schedule(**self._momenta)
+
+    def _lengths(self) -> tuple[Any, Any, Any]:
+        if self._total is not None:
+            return (self._total, None, None)
+        return (self.total_steps, self.epochs, self.steps_per_epoch)
+
+    def _check(self, session):
+        self._total = None
+        if all(x is None for x in (self.total_steps, self.epochs, self.steps_per_epoch)):
+            params = self.params or {}
+            steps, epochs = params.get("steps"), params.get("epochs")
+            accumulating = any(getattr(o, "gradient_accumulation_steps", None)
+                               for o in _lr_control.target_optimizers(self.model))
+            if steps is None or not epochs or accumulating:
+                raise ValueError(
+                    "OneCycle needs `total_steps` (or `epochs` and `steps_per_epoch`) when fit() "
+                    "cannot tell its number of updates (data of unknown length, or gradient "
+                    f"accumulation). Received: total_steps=None; fit() has steps={steps!r}, "
+                    f"epochs={epochs!r}")
+            self._total = int(epochs) * int(steps)
+        if self.cycle_momentum:
+            for optimizer in _lr_control.target_optimizers(self.model):
+                _momentum_attribute(optimizer)
+
+    def _build_schedule(self, optimizer):
+        peak = self.max_learning_rate
+        if peak is None:
+            peak = _lr_control.rate_at_zero(_lr_control.own_rate(optimizer))
+        return self._schedules(peak, self._lengths())[0]
+
+    def _attach(self, session):
+        if not self.cycle_momentum:
+            return
+        momentum = self._schedules(1.0, self._lengths())[1]
+        for optimizer in _lr_control.target_optimizers(self.model):
+            name = _momentum_attribute(optimizer)
+            original = getattr(optimizer, name)
+            setattr(optimizer, name, _lr_control.StepValue(float(original), momentum, optimizer))
+
+            def undo(optimizer=optimizer, name=name, original=original):
+                setattr(optimizer, name, original)
+
+            session.on_undo(undo)
+        self._momentum_schedule = momentum
+        self._momentum_written = None
+        self._momentum_writer = _summaries.ScalarWriter(_summaries.tensorboard_dirs(session, self.log_dir))
+        session.on_undo(self._momentum_writer.close)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        if self.cycle_momentum and self._momentum_written is None:
+            self._momentum_written = self._update_count()
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if not self.cycle_momentum or Session.of(self.model) is None:
+            return
+        done = self._update_count()
+        name = _momentum_attribute(_lr_control.target_optimizers(self.model)[0])
+        if logs is not None:
+            logs[name] = float(self._momentum_schedule(max(done - 1, 0)))
+        self._write_momentum(name, done)
+
+    def on_train_end(self, logs=None):
+        super().on_train_end(logs)
+        if self.cycle_momentum and Session.of(self.model) is not None:
+            name = _momentum_attribute(_lr_control.target_optimizers(self.model)[0])
+            self._write_momentum(name, self._update_count())
+
+    def _write_momentum(self, name: str, done: int) -> None:
+        start = self._momentum_written
+        if self._momentum_writer is None or not self._momentum_writer.dirs or start is None or done <= start:
+            return
+        updates = np.arange(start, done)
+        self._momentum_writer.write({name: (updates + 1, self._momentum_schedule(updates))})
+        self._momentum_written = done
+
+    def _update_count(self) -> int:
+        return int(ops.convert_to_numpy(_lr_control.target_optimizers(self.model)[0].iterations))
+
+
+def _momentum_attribute(optimizer) -> str:
+    """`"momentum"` (SGD, RMSprop, LARS) or `"beta_1"` (the Adam family), as torch
+    cycles `momentum` or `betas[0]`; raises for an optimizer without one."""
+    for name in ("momentum", "beta_1"):
+        value = getattr(optimizer, name, None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if name == "momentum" and float(value) == 0.0:
+                raise ValueError(
+                    f"OneCycle(cycle_momentum=True) needs a momentum to cycle, but optimizer "
+                    f"{optimizer.name!r} has momentum=0 (Keras then keeps no momentum state). Build it "
+                    "with momentum > 0, or pass cycle_momentum=False. Received: momentum=0")
+            return name
+    raise ValueError(
+        f"OneCycle(cycle_momentum=True) needs an optimizer with a `momentum` or `beta_1`; "
+        f"{type(optimizer).__name__} {optimizer.name!r} has neither. Pass cycle_momentum=False.")

@@ -392,6 +392,71 @@ class RateController:
         return original
 
 
+class StepValue(float):
+    """A hyperparameter (a momentum) following a schedule of the update count.
+
+    Put in place of an optimizer's float hyperparameter (SGD's `momentum`, the
+    Adam family's `beta_1`) for a fit: as a float (the optimizer's config,
+    `momentum != 0`, ...) it is the hyperparameter's own value; turned into a
+    tensor or used in arithmetic inside the train step (what the optimizer's
+    update does: `ops.cast(self.momentum, dtype)`, `1 - self.beta_1`, ...) it
+    is `schedule(optimizer.iterations)`, computed in the step.
+    """
+
+    dtype = "float32"  # what keras.ops reads to type a value
+
+    def __new__(cls, value: float, schedule: Any, optimizer: Any):
+        obj = float.__new__(cls, value)
+        obj.schedule, obj.optimizer = schedule, optimizer
+        return obj
+
+    def tensor(self) -> Any:
+        """The value at the optimizer's update count, as a float32 tensor."""
+        return self.schedule.compute(ops.cast(self.optimizer.iterations, "float32"))
+
+    def __tf_tensor__(self, dtype=None, name=None):
+        import tensorflow as tf
+
+        value = self.tensor()
+        return value if dtype is None else tf.cast(value, dtype)
+
+    def __reduce__(self):  # copies and pickles as the plain value
+        return (float, (float(self),))
+
+    def __add__(self, other):
+        return self.tensor() + other
+
+    def __radd__(self, other):
+        return other + self.tensor()
+
+    def __sub__(self, other):
+        return self.tensor() - other
+
+    def __rsub__(self, other):
+        return other - self.tensor()
+
+    def __mul__(self, other):
+        return self.tensor() * other
+
+    def __rmul__(self, other):
+        return other * self.tensor()
+
+    def __truediv__(self, other):
+        return self.tensor() / other
+
+    def __rtruediv__(self, other):
+        return other / self.tensor()
+
+    def __pow__(self, other):
+        return self.tensor() ** other
+
+    def __rpow__(self, other):
+        return other ** self.tensor()
+
+    def __neg__(self):
+        return -self.tensor()
+
+
 def _strategy_scope(model: keras.Model):
     """The model's `tf.distribute` strategy scope (TensorFlow), else a no-op."""
     import contextlib

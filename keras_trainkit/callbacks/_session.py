@@ -120,9 +120,9 @@ class Session:
         session = cls(model, callback_list, participants)
         from keras_trainkit.callbacks import _lr_control
 
-        session.lr_plan = _lr_control.plan(session)  # validates the LR participants
         for participant in participants:
             participant._check(session)
+        session.lr_plan = _lr_control.plan(session)  # validates the LR participants together
         if callback_list is None:
             session._close_after(callback)
             session.attach()
