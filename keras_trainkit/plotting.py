@@ -160,6 +160,8 @@ def plot_search(tuner: Any, path: str | None = None, hyperparameters: list[str] 
                              f"(it has {seen}). Received: hyperparameters={hyperparameters!r}")
         names = list(hyperparameters)
     Figure = _matplotlib()
+    from matplotlib.ticker import MaxNLocator, NullFormatter
+
     rows = 1 + -(-len(names) // ncols)
     fig = Figure(figsize=(4.2 * ncols, 3.2 * rows), layout="constrained")
     grid = fig.add_gridspec(rows, ncols)
@@ -187,6 +189,9 @@ def plot_search(tuner: Any, path: str | None = None, hyperparameters: list[str] 
             ax.plot(xs, ys, "o", alpha=0.8)
             if getattr(hp, "sampling", None) == "log":
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            elif type(hp).__name__ == "Int":
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             positions = xs
         else:
             choices = list(getattr(hp, "values", None) or sorted({str(x) for x in xs}))
@@ -194,6 +199,7 @@ def plot_search(tuner: Any, path: str | None = None, hyperparameters: list[str] 
             positions = [labels.index(str(x)) if str(x) in labels else len(labels) for x in xs]
             ax.plot(positions, ys, "o", alpha=0.8)
             ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 3 else 0)
+            ax.set_xlim(-0.5, len(labels) - 0.5)  # every choice shown, tried or not
         if best_index in idx:
             j = idx.index(best_index)
             ax.plot([positions[j]], [ys[j]], "*", markersize=14, label="best")

@@ -61,6 +61,8 @@ def _cases(x, y):
         # name: (search_space changes, fit args, fit kwargs, updates by hand)
         "arrays": ({}, (x, y), {}, 2 * math.ceil(200 / 32)),
         "validation_split": ({}, (x, y), {"validation_split": 0.3}, 2 * math.ceil(140 / 32)),
+        # batch_size left out of the space: search(batch_size=...) applies.
+        "arrays_batch_size_given": ({"batch_size": None}, (x, y), {"batch_size": 50}, 2 * 4),
         "unbatched_dataset": ({}, (ds,), {}, 2 * math.ceil(200 / 32)),
         "batched_dataset": ({"batch_size": None}, (ds.batch(31),), {}, 2 * 7),
         "pydataset": ({"batch_size": None}, (Batches(x, y, 50),), {}, 2 * 4),
@@ -70,7 +72,7 @@ def _cases(x, y):
     }
 
 
-@pytest.mark.parametrize("case", ["arrays", "validation_split", "unbatched_dataset", "batched_dataset",
+@pytest.mark.parametrize("case", ["arrays", "validation_split", "arrays_batch_size_given", "unbatched_dataset", "batched_dataset",
                                   "pydataset", "infinite_dataset_steps", "hyperband_epochs",
                                   "steps_per_epoch_over_a_pass"])
 def test_schedule_spans_exactly_the_updates_fit_runs(data, case):

@@ -190,7 +190,9 @@ def tiny_data():
 
 
 def _hm(**kwargs):
-    return make_hypermodel((4,), 2, epochs=1, search_space={"num_layers": 1, "units_0": 8, "batch_size": 32}, **kwargs)
+    # Few conditional branches: a tuner's constructor builds one model per branch.
+    space = {"num_layers": 1, "units_0": 8, "batch_size": 32, "optimizer": "adam", "lr_schedule": "cosine"}
+    return make_hypermodel((4,), 2, epochs=1, search_space=space, **kwargs)
 
 
 def _trained_batches():
