@@ -89,21 +89,21 @@ def digits():
     return (x[:200], y[:200]), (xv[:100], yv[:100])
 
 
-def test_a_real_search_shows_epoch_progress_and_verbose_0_silences_it(tmp_path, digits, capsys):
+@pytest.mark.parametrize("verbose", [None, pytest.param(0, marks=pytest.mark.long)])
+def test_a_real_search_shows_epoch_progress_and_verbose_0_silences_it(tmp_path, digits, capsys, verbose):
     (x, y), val = digits
     hm = make_hypermodel((64,), 10, epochs=2, search_space=FIXED)
-    for verbose in (None, 0):
-        tuner = GeneticSearch(hm, max_trials=1, population_size=2, tournament_size=2, seed=0,
-                              directory=str(tmp_path), project_name=f"v{verbose}", overwrite=True)
-        capsys.readouterr()
-        tuner.search(x, y, validation_data=val, **({} if verbose is None else {"verbose": verbose}))
-        out = capsys.readouterr().out
-        if verbose is None:
-            assert "Search: Running Trial #1 of 1" in out
-            assert "Epoch 1/2" in out and "Epoch 2/2" in out and "val_accuracy" in out  # Keras' bar
-            assert "Trial 1 of 1 Complete" in out and "Best val_accuracy So Far" in out
-        else:
-            assert out == ""
+    tuner = GeneticSearch(hm, max_trials=1, population_size=2, tournament_size=2, seed=0,
+                          directory=str(tmp_path), project_name="v", overwrite=True)
+    capsys.readouterr()
+    tuner.search(x, y, validation_data=val, **({} if verbose is None else {"verbose": verbose}))
+    out = capsys.readouterr().out
+    if verbose is None:  # the default: on
+        assert "Search: Running Trial #1 of 1" in out
+        assert "Epoch 1/2" in out and "Epoch 2/2" in out and "val_accuracy" in out  # Keras' bar
+        assert "Trial 1 of 1 Complete" in out and "Best val_accuracy So Far" in out
+    else:
+        assert out == ""
 
 
 def test_distributed_workers_print_epochs_line_by_line(digits, capsys, monkeypatch):
