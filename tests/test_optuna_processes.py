@@ -133,8 +133,11 @@ def test_chief_and_workers_prune_over_grpc(tmp_path):
         epochs.update(json.loads(out[k][0].strip().splitlines()[-1])["epochs_run"])
     assert sorted(epochs) == sorted(chief["kt"])  # both workers' trials, each run once
     for trial_id, n in epochs.items():
-        # A pruned trial stopped at the epoch the chief's pruner answered STOPPED.
-        assert (n < 3) == (trial_id in pruned_ids)
+        # Each fit ran exactly the epochs the chief's study received: a pruned trial stopped
+        # at the epoch the pruner answered STOPPED (possibly the last), the others ran all 3.
+        assert n == chief["intermediate"][int(trial_id)]
+        assert n == 3 or trial_id in pruned_ids
+    assert any(epochs[i] < 3 for i in pruned_ids)  # and some stopped early
     ran = [json.dumps(v, sort_keys=True) for k in ("tuner0", "tuner1") for v in lines(tmp_path / f"{k}.jsonl")]
     assert len(ran) == 10 and len(set(ran)) == 10
     assert lines(tmp_path / "tuner0.jsonl") and lines(tmp_path / "tuner1.jsonl")
