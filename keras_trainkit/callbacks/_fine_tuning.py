@@ -424,6 +424,13 @@ class GradualUnfreezing(Participant):
     _shared_attributes = ("groups",)  # layers given as objects are shared, never copied
 
     def _check(self, session):
+        if keras.backend.backend() == "jax":
+            raise RuntimeError(
+                "GradualUnfreezing runs on the tensorflow and torch backends: it builds the optimizer "
+                "on every variable that will ever train and applies it to the trainable subset, "
+                "while Keras' JAX trainer applies the optimizer statelessly to exactly the variables "
+                "it was built on. Current backend: 'jax'. On JAX, unfreeze between fit() calls and "
+                "compile again.")
         _check_optimizer(self.model)
         _group_variables(_resolve_groups(self.model, self.groups))
 

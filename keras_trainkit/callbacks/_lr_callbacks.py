@@ -27,6 +27,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -415,6 +416,14 @@ class OneCycle(LearningRateSchedule):
         for optimizer in _lr_control.target_optimizers(self.model):
             name = _momentum_attribute(optimizer)
             original = getattr(optimizer, name)
+            if keras.backend.backend() == "torch":
+                # Eager steps, and Keras' torch optimizers hand the value to
+                # torch._foreach_* ops: a plain float, set before every step.
+                def value(_, optimizer=optimizer):
+                    return float(momentum(int(ops.convert_to_numpy(optimizer.iterations))))
+
+                session.patch_per_call(optimizer, name, value, each_call=True)
+                continue
             setattr(optimizer, name, _lr_control.StepValue(float(original), momentum, optimizer))
 
             def undo(optimizer=optimizer, name=name, original=original):
@@ -464,7 +473,7 @@ def _momentum_attribute(optimizer) -> str:
     cycles `momentum` or `betas[0]`; raises for an optimizer without one."""
     for name in ("momentum", "beta_1"):
         value = getattr(optimizer, name, None)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float, _lr_control.StepValue)) and not isinstance(value, bool):
             if name == "momentum" and float(value) == 0.0:
                 raise ValueError(
                     f"OneCycle(cycle_momentum=True) needs a momentum to cycle, but optimizer "

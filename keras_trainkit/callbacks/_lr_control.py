@@ -58,9 +58,9 @@ _REFERENCE_RATES: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDiction
 
 def check_backend() -> None:
     backend = keras.backend.backend()
-    if backend not in ("tensorflow", "torch"):
+    if backend not in ("tensorflow", "torch", "jax"):
         raise RuntimeError(
-            "keras_trainkit's learning-rate callbacks run on the tensorflow and torch "
+            "keras_trainkit's learning-rate callbacks run on the tensorflow, jax and torch "
             f"backends. Current backend: {backend!r}.")
 
 
@@ -292,6 +292,10 @@ class RateController:
         if self.factor is not None and float(ops.convert_to_numpy(self.factor)) != factor:
             self.factor.assign(factor)
             self._record()
+            if keras.backend.backend() == "jax":
+                # Not a variable of the step's state on JAX: the compiled step
+                # holds its value, so compile it again with the new one.
+                self.session.retrace()
 
     def _record(self) -> None:
         factor = float(ops.convert_to_numpy(self.factor)) if self.factor is not None else 1.0
@@ -392,23 +396,25 @@ class RateController:
         return original
 
 
-class StepValue(float):
+@keras.saving.register_keras_serializable(package="keras_trainkit")
+class StepValue:
     """A hyperparameter (a momentum) following a schedule of the update count.
 
     Put in place of an optimizer's float hyperparameter (SGD's `momentum`, the
-    Adam family's `beta_1`) for a fit: as a float (the optimizer's config,
-    `momentum != 0`, ...) it is the hyperparameter's own value; turned into a
-    tensor or used in arithmetic inside the train step (what the optimizer's
-    update does: `ops.cast(self.momentum, dtype)`, `1 - self.beta_1`, ...) it
-    is `schedule(optimizer.iterations)`, computed in the step.
+    Adam family's `beta_1`) for a fit. Where the optimizer's update turns it
+    into a tensor or does arithmetic with it inside the train step
+    (`ops.cast(self.momentum, dtype)`, `1 - self.beta_1`, ...) it is
+    `schedule(optimizer.iterations)`: computed in the compiled step on
+    TensorFlow (`__tf_tensor__`) and JAX (`__jax_array__`), at each eager step
+    on torch (`__array__`). Compared or converted to a float (`momentum != 0`,
+    the optimizer's config) it is the hyperparameter's own value; it saves as
+    that float.
     """
 
     dtype = "float32"  # what keras.ops reads to type a value
 
-    def __new__(cls, value: float, schedule: Any, optimizer: Any):
-        obj = float.__new__(cls, value)
-        obj.schedule, obj.optimizer = schedule, optimizer
-        return obj
+    def __init__(self, value: float, schedule: Any = None, optimizer: Any = None):
+        self.value, self.schedule, self.optimizer = float(value), schedule, optimizer
 
     def tensor(self) -> Any:
         """The value at the optimizer's update count, as a float32 tensor."""
@@ -420,9 +426,55 @@ class StepValue(float):
         value = self.tensor()
         return value if dtype is None else tf.cast(value, dtype)
 
-    def __reduce__(self):  # copies and pickles as the plain value
-        return (float, (float(self),))
+    def __jax_array__(self):
+        return self.tensor()
 
+    def __array__(self, dtype=None, copy=None):
+        value = np.asarray(self.schedule(int(ops.convert_to_numpy(self.optimizer.iterations))), "float32")
+        return value if dtype is None else value.astype(dtype)
+
+    # The hyperparameter's own value: comparisons, float(), saving.
+    def __float__(self):
+        return self.value
+
+    def __bool__(self):
+        return self.value != 0.0
+
+    def __eq__(self, other):
+        return self.value == other
+
+    def __ne__(self, other):
+        return self.value != other
+
+    def __lt__(self, other):
+        return self.value < other
+
+    def __le__(self, other):
+        return self.value <= other
+
+    def __gt__(self, other):
+        return self.value > other
+
+    def __ge__(self, other):
+        return self.value >= other
+
+    __hash__ = None
+
+    def __reduce__(self):  # copies and pickles as the plain value
+        return (float, (self.value,))
+
+    def get_config(self):
+        return {"value": self.value}
+
+    @classmethod
+    def from_config(cls, config):
+        """Loads as the plain value (the schedule lives in the callback)."""
+        return config["value"]
+
+    def __repr__(self):
+        return f"StepValue({self.value!r}, {self.schedule!r})"
+
+    # Arithmetic inside the step: the scheduled value.
     def __add__(self, other):
         return self.tensor() + other
 

@@ -227,26 +227,31 @@ class Session:
         return False
 
     # -- per-call patches (in effect only while a step runs or is traced) -----------
-    def patch_per_call(self, obj: Any, name: str, wrap: Callable[[Any], Any]) -> None:
+    def patch_per_call(self, obj: Any, name: str, wrap: Callable[[Any], Any], each_call: bool = False) -> None:
         """Replaces `obj.<name>` by `wrap(previous)` while each train step runs.
 
         The compiled step is traced inside that window, so it sees the patch,
         while the object is untouched between steps: nothing to undo if
-        `fit()` fails elsewhere.
+        `fit()` fails elsewhere. With `each_call=True`, `wrap(previous)` is
+        called anew at every step (an eager backend's per-step value).
         """
         key = (id(obj), name)
         if key not in self._per_call:
             had_own = name in obj.__dict__
-            self._per_call[key] = [obj, name, had_own, obj.__dict__.get(name), getattr(obj, name)]
+            self._per_call[key] = [obj, name, had_own, obj.__dict__.get(name), getattr(obj, name), None]
         entry = self._per_call[key]
-        entry[4] = wrap(entry[4])
+        if each_call:
+            previous = entry[4]
+            entry[4], entry[5] = previous, (lambda: wrap(previous))
+        else:
+            entry[4] = wrap(entry[4])
 
     def _apply_per_call(self) -> None:
-        for obj, name, _, _, replacement in self._per_call.values():
-            hooks.set_instance_attribute(obj, name, replacement)
+        for obj, name, _, _, replacement, each_call in self._per_call.values():
+            hooks.set_instance_attribute(obj, name, replacement if each_call is None else each_call())
 
     def _remove_per_call(self) -> None:
-        for obj, name, had_own, previous, _ in self._per_call.values():
+        for obj, name, had_own, previous, _, _ in self._per_call.values():
             if had_own:
                 hooks.set_instance_attribute(obj, name, previous)
             elif name in obj.__dict__:

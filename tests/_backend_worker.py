@@ -1,0 +1,217 @@
+"""Scenarios run under one Keras backend, for tests/test_backends.py.
+
+    KERAS_BACKEND=jax python tests/_backend_worker.py OUT_JSON [SCENARIO ...]
+
+Every scenario starts from the same initial weights and data on every backend
+(weights set from numpy, `shuffle=False`) and records, per update, the rate the
+optimizer reports before the update (`optimizer.learning_rate`), plus what it
+needs to compare: final weights, logs, the rate of a reference run whose
+optimizer was compiled with the composed schedule object (Keras' own in-step
+evaluation), and how often our controller ran Python.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+
+def _data(n=96):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 5)).astype("float32")
+    return x, (x @ rng.normal(size=(5, 1))).astype("float32")
+
+
+def _model(keras, optimizer, steps_per_execution=1):
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="tanh", name="hidden"),
+                              keras.layers.Dense(1, name="out")])
+    rng = np.random.default_rng(1)
+    model.set_weights([rng.normal(scale=0.5, size=w.shape).astype("float32") for w in model.get_weights()])
+    model.compile(optimizer, "mse", steps_per_execution=steps_per_execution)
+    return model
+
+
+def _recorder(keras):
+    class Rates(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def on_train_batch_begin(self, batch, logs=None):
+            opt = self.model.optimizer
+            self.seen.append([int(opt.iterations), float(opt.learning_rate)])
+
+    return Rates()
+
+
+def _weights(model):
+    return [np.asarray(w).tolist() for w in model.get_weights()]
+
+
+def scenario_plateau(keras, C, S):
+    """WarmUp + CosineDecay, ReduceLROnPlateau rescaling them, then a second fit."""
+    x, y = _data()
+    model = _model(keras, keras.optimizers.SGD(0.05))
+    rec = _recorder(keras)
+    plateau = keras.callbacks.ReduceLROnPlateau(monitor="loss", mode="max", factor=0.5, patience=0, min_lr=0.0)
+    history = model.fit(x, y, batch_size=16, epochs=3, verbose=0, shuffle=False,
+                        callbacks=[plateau, C.WarmUp(4), C.CosineDecay(30), rec])
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False, callbacks=[C.WarmUp(4), C.CosineDecay(30), rec])
+    return {"rates": rec.seen, "epoch_rates": history.history["learning_rate"],
+            "own_rate": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)), "weights": _weights(model)}
+
+
+def scenario_in_step(keras, C, S):
+    """The rate applied inside the step: weights equal a model compiled with the
+    composed schedule; and our Python runs only when the step is traced."""
+    from keras_trainkit.callbacks import _lr_control
+
+    calls = []
+    rate_at = _lr_control.RateController.rate_at
+
+    def counting(self, step):
+        calls.append(1)
+        return rate_at(self, step)
+
+    _lr_control.RateController.rate_at = counting
+    x, y = _data()
+    ours = _model(keras, keras.optimizers.Adam(0.02))
+    ours.fit(x, y, batch_size=16, epochs=3, verbose=0, shuffle=False,
+             callbacks=[C.WarmUp(5, initial_learning_rate=0.001), C.ExponentialDecay(6, 0.5)])
+    _lr_control.RateController.rate_at = rate_at
+    reference = _model(keras, keras.optimizers.Adam(S.WarmUp(S.ExponentialDecay(0.02, 6, 0.5), 5, 0.001)))
+    reference.fit(x, y, batch_size=16, epochs=3, verbose=0, shuffle=False)
+    return {"weights": _weights(ours), "reference": _weights(reference), "rate_at_calls": len(calls)}
+
+
+def scenario_accumulation(keras, C, S):
+    x, y = _data()
+    model = _model(keras, keras.optimizers.SGD(0.05, gradient_accumulation_steps=2))
+    rec = _recorder(keras)
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False, callbacks=[C.WarmUp(3), C.StepDecay(2), rec])
+    return {"rates": rec.seen, "weights": _weights(model)}
+
+
+def scenario_steps_per_execution(keras, C, S):
+    if keras.backend.backend() == "torch":
+        return {"skipped": "steps_per_execution must be 1 with the PyTorch backend (Keras)"}
+    x, y = _data()
+    sched = S.WarmUp(S.CosineDecay(0.05, 10), 4)
+    model = _model(keras, keras.optimizers.SGD(0.05), steps_per_execution=3)
+    history = model.fit(x, y, batch_size=16, epochs=3, verbose=0, shuffle=False,
+                        callbacks=[C.WarmUp(4), C.CosineDecay(10)])
+    reference = _model(keras, keras.optimizers.SGD(sched), steps_per_execution=3)
+    reference.fit(x, y, batch_size=16, epochs=3, verbose=0, shuffle=False)
+    return {"epoch_rates": history.history["learning_rate"], "weights": _weights(model),
+            "reference": _weights(reference)}
+
+
+def scenario_one_cycle(keras, C, S):
+    """Rate and momentum (SGD's momentum, Adam's beta_1) cycled in the step."""
+    x, y = _data(48)
+    out = {}
+    for kind, optimizer in (("sgd", keras.optimizers.SGD(0.01, momentum=0.9)), ("adam", keras.optimizers.Adam(0.01))):
+        model = _model(keras, optimizer)
+        rec = _recorder(keras)
+        history = model.fit(x, y, batch_size=8, epochs=3, verbose=0, shuffle=False,
+                            callbacks=[C.OneCycle(0.05, total_steps=18, base_momentum=0.7), rec])
+        out[kind] = {"rates": rec.seen, "weights": _weights(model),
+                     "momentum": history.history["momentum" if kind == "sgd" else "beta_1"]}
+    return out
+
+
+def scenario_batch_size(keras, C, S):
+    x, y = _data()
+    data = C.ScheduledBatches(x, y, batch_size=8, shuffle=False)
+    model = _model(keras, keras.optimizers.SGD(0.05))
+    rec = _recorder(keras)
+    history = model.fit(data, epochs=3, verbose=0, shuffle=False, callbacks=[
+        C.BatchSizeScheduler(S.BatchSizeIncrease(8, factor=2, step_size=1), data, lr_scaling="linear"), rec])
+    return {"rates": rec.seen, "batch_size": history.history["batch_size"], "weights": _weights(model)}
+
+
+def scenario_early_stopping(keras, C, S):
+    x, y = _data()
+    model = _model(keras, keras.optimizers.SGD(0.05))
+    # mode="max" on a falling loss: the best epoch is the first one.
+    es = C.EarlyStopping(monitor="loss", mode="max", patience=1, restore_best_weights=True)
+    best = []
+    model.fit(x, y, batch_size=16, epochs=5, verbose=0, shuffle=False, callbacks=[es, keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: best.append(_weights(model)) if epoch == 0 else None)])
+    return {"stopped_epoch": es.stopped_epoch, "best_epoch": es.best_epoch, "restored": _weights(model) == best[0]}
+
+
+def scenario_unfreezing(keras, C, S):
+    x, y = _data()
+    model = _model(keras, keras.optimizers.SGD(0.05))
+    hidden = [np.asarray(w).tolist() for w in model.get_layer("hidden").get_weights()]
+    unfreeze = C.GradualUnfreezing(["hidden"], unfreeze_at=[2])
+    frozen_until_2 = []
+    try:
+        model.fit(x, y, batch_size=16, epochs=3, verbose=0, shuffle=False, callbacks=[
+            unfreeze, keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: frozen_until_2.append(
+                [np.asarray(w).tolist() for w in model.get_layer("hidden").get_weights()] == hidden))])
+    except (ValueError, RuntimeError) as e:
+        return {"error": str(e)}
+    return {"unfrozen_at": unfreeze.unfrozen_at, "frozen_by_epoch": frozen_until_2, "weights": _weights(model)}
+
+
+def scenario_tensorboard(keras, C, S, log_dir):
+    x, y = _data()
+    model = _model(keras, keras.optimizers.SGD(0.05))
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False,
+              callbacks=[C.TensorBoard(log_dir), C.StepDecay(step_size=4, gamma=0.5)])
+    return {"log_dir": log_dir}
+
+
+def scenario_schedules(keras, C, S):
+    """A composed schedule on the host, compiled by the backend, and compiled
+    into an optimizer (Keras' own evaluation)."""
+    sched = S.WarmUp(S.CosineDecayRestarts(0.1, 20, t_mul=1.5, m_mul=0.8, alpha=0.1), 10, 0.01, "cosine")
+    steps = np.arange(0, 200, 7)
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        compiled = jax.jit(lambda t: sched(t))
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        compiled = tf.function(lambda t: sched(t))
+    else:
+        compiled = sched
+    tensors = [float(keras.ops.convert_to_numpy(compiled(keras.ops.convert_to_tensor(np.float32(s)))))
+               for s in steps]
+    x, y = _data(32)
+    model = _model(keras, keras.optimizers.SGD(sched))
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    return {"steps": steps.tolist(), "host": sched(steps).tolist(), "compiled": tensors,
+            "optimizer_rate": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))}
+
+
+SCENARIOS = {name[len("scenario_"):]: fn for name, fn in globals().items() if name.startswith("scenario_")}
+
+
+def main(out: str, names: list[str]) -> None:
+    import keras
+
+    from keras_trainkit import callbacks as C
+    from keras_trainkit import schedules as S
+
+    results = {"backend": keras.backend.backend()}
+    for name in names or list(SCENARIOS):
+        keras.utils.set_random_seed(0)
+        args = (keras, C, S) + ((os.path.join(os.path.dirname(out), f"tb_{results['backend']}"),)
+                                if name == "tensorboard" else ())
+        results[name] = SCENARIOS[name](*args)
+    with open(out, "w") as f:
+        json.dump(results, f)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2:])
