@@ -14,10 +14,9 @@ import os
 import subprocess
 import sys
 
+import _backend_worker as worker
 import numpy as np
 import pytest
-
-import _backend_worker as worker
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BACKENDS = ("jax", "torch")
