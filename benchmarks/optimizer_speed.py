@@ -208,20 +208,24 @@ def markdown(rows):
     return "\n".join(lines)
 
 
-def machine():
-    import keras
-
+def cpu_name():
+    """The CPU's model name (Linux), else what `platform` knows."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return cpu
+
+
+def machine():
+    import keras
+
     info = {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "logical_cpus": os.cpu_count(),
         "python": platform.python_version(),
         "keras": keras.__version__,

@@ -96,80 +96,74 @@ def parameter_shapes(sizes):
     return shapes
 
 
-class Ours:
+class _Side:
+    """One side of a pair: a jitted update `step(params, state, grads) -> (params,
+    state)` with `params` and `state` donated, and its current buffers."""
+
+    def __init__(self, step, init):
+        import jax
+
+        self._step = jax.jit(step, donate_argnums=(0, 1))
+        self.init = init
+
+    def fresh(self):
+        """New buffers for the parameters (from `init`) and the state."""
+        import jax.numpy as jnp
+
+        params = [jnp.asarray(x) for x in self.init]
+        self.state = (params, self.initial_state(params))
+
+    def run(self, grads, steps):
+        """`steps` updates dispatched back to back, then waits for the last."""
+        import jax
+
+        params, state = self.state
+        for _ in range(steps):
+            params, state = self._step(params, state, grads)
+        self.state = (params, state)
+        jax.block_until_ready(self.state)
+
+    def params(self):
+        return self.state[0]
+
+
+class Ours(_Side):
     """A keras_trainkit (or Keras) optimizer through Keras' stateless JAX path."""
 
     def __init__(self, optimizer, init):
-        import jax
         import keras
 
         self.optimizer = optimizer
         optimizer.build([keras.Variable(x) for x in init])
-        self.init = init
 
-        def step(optimizer_variables, params, grads):
-            params, optimizer_variables = optimizer.stateless_apply(
-                optimizer_variables, grads, params
-            )
-            return optimizer_variables, params
+        def step(params, optimizer_variables, grads):
+            return optimizer.stateless_apply(optimizer_variables, grads, params)
 
-        self._step = jax.jit(step, donate_argnums=(0, 1))
+        super().__init__(step, init)
 
-    def fresh(self):
+    def initial_state(self, params):
         import jax.numpy as jnp
 
         # Copies: donation must not free the buffers of the Keras variables.
-        self.state = (
-            [jnp.array(v.value, copy=True) for v in self.optimizer.variables],
-            [jnp.asarray(x) for x in self.init],
-        )
-
-    def run(self, grads, steps):
-        import jax
-
-        optimizer_variables, params = self.state
-        for _ in range(steps):
-            optimizer_variables, params = self._step(optimizer_variables, params, grads)
-        self.state = (optimizer_variables, params)
-        jax.block_until_ready(self.state)
-
-    def params(self):
-        return self.state[1]
+        return [jnp.array(v.value, copy=True) for v in self.optimizer.variables]
 
 
-class Optax:
+class Optax(_Side):
     """An optax GradientTransformation, update + apply_updates jitted together."""
 
     def __init__(self, tx, init):
-        import jax
         import optax
 
         self.tx = tx
-        self.init = init
 
         def step(params, opt_state, grads):
             updates, opt_state = tx.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state
 
-        self._step = jax.jit(step, donate_argnums=(0, 1))
+        super().__init__(step, init)
 
-    def fresh(self):
-        import jax.numpy as jnp
-
-        params = [jnp.asarray(x) for x in self.init]
-        self.state = (params, self.tx.init(params))
-
-    def run(self, grads, steps):
-        import jax
-
-        params, opt_state = self.state
-        for _ in range(steps):
-            params, opt_state = self._step(params, opt_state, grads)
-        self.state = (params, opt_state)
-        jax.block_until_ready(self.state)
-
-    def params(self):
-        return self.state[0]
+    def initial_state(self, params):
+        return self.tx.init(params)
 
 
 def make_data(sizes, seed=0):
@@ -279,17 +273,11 @@ def machine():
     import keras
     import optax
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from optimizer_speed import cpu_name
+
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "logical_cpus": os.cpu_count(),
         "python": platform.python_version(),
         "keras": keras.__version__,
