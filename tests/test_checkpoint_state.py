@@ -44,11 +44,12 @@ def reference():
     return rates.seen, starts
 
 
-def run(tmp_path, save_freq, kill_at):
+def run(tmp_path, save_freq, kill_at, backend="tensorflow"):
     spec = {"dir": str(tmp_path / "backup"), "rates": str(tmp_path / "rates.jsonl"), "save_freq": save_freq,
             "kill_at": kill_at}
     return subprocess.run([sys.executable, os.path.join(HERE, "_resume_worker.py"), json.dumps(spec)],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": HERE})
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": HERE, "KERAS_BACKEND": backend})
 
 
 def records(tmp_path):
@@ -57,18 +58,22 @@ def records(tmp_path):
         return [tuple(json.loads(line)) for line in f if line.strip()]
 
 
-@pytest.mark.parametrize("save_freq,kill_at", [("epoch", 33), (4, 34)], ids=["per-epoch", "mid-epoch"])
-def test_killed_and_resumed_run_keeps_the_rescaled_rate(tmp_path, reference, save_freq, kill_at):
+@pytest.mark.parametrize("backend,save_freq,kill_at", [
+    ("tensorflow", "epoch", 33), ("tensorflow", 4, 34), ("jax", "epoch", 33), ("torch", "epoch", 33)],
+    ids=["per-epoch", "mid-epoch", "jax-per-epoch", "torch-per-epoch"])
+def test_killed_and_resumed_run_keeps_the_rescaled_rate(tmp_path, reference, backend, save_freq, kill_at):
+    """On every backend (the uninterrupted reference runs on TensorFlow: the
+    rates agree across backends, see test_backends.py)."""
     ref, starts = reference
     # Epochs run 12, 12, 6, 6, 3 updates (batch 8, 8, 16, 16, 32 of 96 samples);
     # ReduceLROnPlateau halves the scale at the ends of epochs 1, 2 and 3, and the
     # batch-size factor is 1, 1, 2, 2, 4. The kill is in epoch 3.
     assert starts == [0, 12, 24, 30, 36]
-    killed = run(tmp_path, save_freq, kill_at)
+    killed = run(tmp_path, save_freq, kill_at, backend)
     assert killed.returncode == -9, killed.stderr[-3000:]
     first = records(tmp_path)
     assert first[-1][0] == kill_at - 1
-    resumed = run(tmp_path, save_freq, None)
+    resumed = run(tmp_path, save_freq, None, backend)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = records(tmp_path)[len(first):]
     # BackupAndRestore restarts the epoch of its last checkpoint from its first
