@@ -26,8 +26,8 @@ block is used only where its order is the one the optimizer had.
 | `nesterov_debiased` | optax's bias-corrected Nesterov momentum | RAdam, AdaBelief |
 | `scale_by_root` | `u / (sqrt(s * c + epsilon_root) + epsilon)` | all but SGD, LARS, Lookahead |
 | `add_decayed_weights` | `u + weight_decay * w` (coupled decay) | LARS, NovoGrad |
-| `l2_norm`, `squared_l2_norm` | `||x||`, `||x||**2` | LARS, NovoGrad |
-| `trust_ratio` | `coefficient * ||w|| / (||u|| + epsilon)`, 1 if a norm is 0 | LARS |
+| `l2_norm`, `squared_l2_norm` | `norm(x)`, `norm(x)**2` | LARS, NovoGrad |
+| `trust_ratio` | `coefficient * norm(w) / (norm(u) + epsilon)`, 1 if a norm is 0 | LARS |
 
 Decoupled weight decay (`w <- w - lr * weight_decay * w` before the update,
 AdamW-style) is Keras' own, applied before `update_step` to every optimizer
