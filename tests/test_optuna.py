@@ -252,7 +252,7 @@ def test_multi_objective_digits_accuracy_against_model_size(tmp_path, digits_sma
 def test_param_importances_on_a_finished_digits_search(tmp_path, digits_small):
     (x, y), (xv, yv) = digits_small
     hypermodel = make_hypermodel((64,), 10, epochs=1, early_stopping_patience=None,
-                                 search_space={"num_layers": 1, "lr_schedule": "constant", "warmup_steps": 0})
+                                 search_space={"num_layers": 1, "lr_schedule": "constant", "warmup_fraction": 0.0})
     tuner = OptunaSearch(hypermodel, objective="val_accuracy", max_trials=4, seed=0,
                          directory=str(tmp_path), project_name="digits")
     tuner.search(x, y, validation_data=(xv, yv), verbose=0)

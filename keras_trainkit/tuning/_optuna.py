@@ -23,12 +23,13 @@ from typing import Any
 import keras_tuner
 from keras_tuner.engine import trial as trial_module
 
-from keras_trainkit import _io
+from keras_trainkit.tuning._atomic import AtomicOracleMixin
 from keras_trainkit.tuning._errors import fatal
 from keras_trainkit.tuning._optuna_space import (
     check_search_space,
     suggest_hyperparameters,
 )
+from keras_trainkit.tuning._tuner import TrainkitTunerMixin, resolve_objective
 
 __all__ = ["OptunaOracle", "OptunaSearch", "ParetoTrial"]
 
@@ -78,7 +79,7 @@ class ParetoTrial:
     values: dict[str, float]
 
 
-class OptunaOracle(keras_tuner.Oracle):
+class OptunaOracle(AtomicOracleMixin, keras_tuner.Oracle):
     """A Keras Tuner oracle whose trials are the trials of an `optuna.Study`.
 
     Each `create_trial` asks the study for a trial and samples the Keras
@@ -92,7 +93,8 @@ class OptunaOracle(keras_tuner.Oracle):
     Keras Tuner score (the objective's best epoch), `PRUNED` for a pruned
     trial (its Keras Tuner status stays `"COMPLETED"`, with its score so far,
     a message, and it ranks after every unpruned trial in
-    `get_best_trials`), `FAIL` for a failed one.
+    `get_best_trials`), `FAIL` for a failed one. Its files (`oracle.json`,
+    `trial.json`) are written atomically (`AtomicOracleMixin`).
 
     The study lives in `storage`; by default Optuna's journal file
     `optuna.journal` in the Keras Tuner project directory, so
@@ -572,13 +574,8 @@ class OptunaOracle(keras_tuner.Oracle):
         self._saved = True
 
     def save(self):
-        # Atomic: a process killed while saving leaves the previous oracle.json.
-        _io.atomic_write_json(self._get_oracle_fname(), self.get_state())
+        super().save()  # atomic (AtomicOracleMixin): a kill leaves the previous oracle.json
         self._saved = True
-
-    def _save_trial(self, trial):
-        _io.atomic_write_json(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"),
-                              trial.get_state())
 
 
 def _open_storage(optuna, storage):
@@ -601,7 +598,7 @@ def _open_storage(optuna, storage):
             f"Received: storage={_redact(storage)!r}") from None
 
 
-class OptunaSearch(keras_tuner.Tuner):
+class OptunaSearch(TrainkitTunerMixin, keras_tuner.Tuner):
     """Keras Tuner's `Tuner` driven by an `OptunaOracle` (an Optuna study).
 
     The tuner reports the objective to the study after every epoch, so the
@@ -609,7 +606,10 @@ class OptunaSearch(keras_tuner.Tuner):
     everything else is Keras Tuner's `Tuner`: `search`, `get_best_models`,
     `get_best_hyperparameters`, `results_summary`, resume with
     `overwrite=False`, and the chief-and-workers mode (the study lives in
-    the chief).
+    the chief). With `TrainkitTunerMixin`, as `GeneticSearch`: atomic files,
+    live progress, objective inference (with a `make_hypermodel` HyperModel,
+    `objective=None` means its objective), and `SearchFailedError` when every
+    trial failed.
 
     Args:
         hypermodel: A `keras_tuner.HyperModel` (e.g. from `make_hypermodel`)
@@ -639,6 +639,8 @@ class OptunaSearch(keras_tuner.Tuner):
                  storage=None, study_name=None, seed=None, hyperparameters=None,
                  tune_new_entries=True, allow_new_entries=True, max_retries_per_trial=0,
                  max_consecutive_failed_trials=3, **kwargs):
+        with fatal():
+            objective = resolve_objective(objective, hypermodel)
         oracle = OptunaOracle(
             objective=objective, max_trials=max_trials, sampler=sampler, pruner=pruner,
             storage=storage, study_name=study_name, seed=seed, hyperparameters=hyperparameters,
