@@ -439,26 +439,6 @@ def monitor_callback_class() -> type:
 
 
 # ---------------------------------------------------------------------------
-# lr_find: swapping the optimizer's learning rate for the range test.
-# ---------------------------------------------------------------------------
-
-
-def learning_rate_object(optimizer: Any) -> Any:
-    """What `optimizer.learning_rate` evaluates (Keras' `_learning_rate`): the
-    float's variable, a `LearningRateSchedule` of `iterations`, or a callable."""
-    return optimizer._learning_rate
-
-
-def set_learning_rate_object(optimizer: Any, value: Any) -> None:
-    """Sets Keras' `_learning_rate` to `value` (a schedule, or the object read
-    by `learning_rate_object`) without the public setter: given a schedule,
-    the setter untracks the optimizer's learning-rate variable (changing
-    `optimizer.variables` and checkpoints), and it cannot put a variable back
-    in place of a schedule."""
-    object.__setattr__(optimizer, "_learning_rate", value)
-
-
-# ---------------------------------------------------------------------------
 # EarlyStopping: Keras' MonitorCallback as a base class.
 # ---------------------------------------------------------------------------
 
@@ -498,3 +478,34 @@ class MonitorCallbackBase(monitor_callback_class()):
 
     def _is_improvement(self, monitor_value, reference_value):  # Keras internal
         return self.is_improvement(monitor_value, reference_value)
+
+
+# ---------------------------------------------------------------------------
+# GradientNormLogger: threading its state through JAX's stateless train step.
+# ---------------------------------------------------------------------------
+
+
+def add_model_metric(model: Any, metric: Any) -> None:
+    """Puts `metric` among `model.metrics` (Keras' `_metrics` list), so that
+    `model.metrics_variables` includes its variables: Keras' JAX trainer
+    passes those into and out of every train step (read at each epoch start,
+    written back by `jax_state_sync()`). Not saved with the model (saving walks
+    attributes, and `_metrics` is skipped)."""
+    model._metrics.append(metric)
+
+
+def remove_model_metric(model: Any, metric: Any) -> None:
+    """Undoes `add_model_metric`."""
+    model._metrics[:] = [m for m in model._metrics if m is not metric]
+
+
+def jax_step_metrics_values(state: Any) -> list[Any]:
+    """The metrics' variable values in the state a JAX `train_step(state, data)`
+    returns: `(trainable, non_trainable, optimizer, metrics)` values, the
+    metrics' in `model.metrics_variables` order."""
+    return list(state[3])
+
+
+def jax_step_state_with_metrics(state: Any, metrics_values: list[Any]) -> Any:
+    """`state` with its metrics' values replaced (same structure)."""
+    return (*tuple(state)[:3], list(metrics_values))

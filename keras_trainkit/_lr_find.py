@@ -128,9 +128,9 @@ def _py_dataset_batches(dataset) -> Iterator[tuple]:
 
 
 def _optimizer_chain(model) -> list[Any]:
-    """The model's optimizer and any inner ones (LossScaleOptimizer, Lookahead)."""
+    """The model's optimizer and the ones it wraps (LossScaleOptimizer, Lookahead)."""
     chain = [model.optimizer]
-    while hasattr(chain[-1], "inner_optimizer"):
+    while chain[-1] is not hooks.unwrap(chain[-1]):
         chain.append(chain[-1].inner_optimizer)
     return chain
 
@@ -416,10 +416,10 @@ def lr_find(model: keras.Model, x: Any, y: Any = None, *, batch_size: int | None
     stopped = False
 
     snapshot = _Snapshot(model, optimizers)
-    own_rate = hooks.learning_rate_object(target)
+    own_rate = hooks.learning_rate_slot(target)
     train_function = model.train_function
     try:
-        hooks.set_learning_rate_object(target, ramp)
+        hooks.set_learning_rate_slot(target, ramp)
         model.make_train_function(force=True)  # traced with the ramp
         average, best = 0.0, math.inf
         batch = first
@@ -439,7 +439,7 @@ def lr_find(model: keras.Model, x: Any, y: Any = None, *, batch_size: int | None
                 stopped = True
                 break
     finally:
-        hooks.set_learning_rate_object(target, own_rate)
+        hooks.set_learning_rate_slot(target, own_rate)
         model.train_function = train_function
         if hasattr(model, "jax_state_sync"):
             model.jax_state_sync()

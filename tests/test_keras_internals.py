@@ -150,7 +150,7 @@ def test_monitor_callback_is_improvement():
 # -- lr_find: the optimizer's `_learning_rate` ------------------------------------
 
 
-def test_learning_rate_object_is_what_the_optimizer_applies():
+def test_learning_rate_slot_is_what_the_optimizer_applies():
     """`Optimizer._learning_rate` holds the float's variable (tracked in
     `variables`) or the schedule that `learning_rate` evaluates at
     `iterations`; replacing it directly keeps the variable tracked, and the
@@ -158,21 +158,18 @@ def test_learning_rate_object_is_what_the_optimizer_applies():
     w = keras.Variable(np.zeros(1, "float32"))
     opt = keras.optimizers.SGD(0.5)
     opt.build([w])
-    own = hooks.learning_rate_object(opt)
+    own = hooks.learning_rate_slot(opt)
     assert isinstance(own, keras.Variable) and any(v is own for v in opt.variables)
     schedule = keras.optimizers.schedules.ExponentialDecay(0.25, 1, 0.5)
-    hooks.set_learning_rate_object(opt, schedule)
+    hooks.set_learning_rate_slot(opt, schedule)
     opt.apply([keras.ops.ones((1,))], [w])  # update 0: rate 0.25
     opt.apply([keras.ops.ones((1,))], [w])  # update 1: rate 0.125
     assert float(w.numpy()[0]) == -0.375
     assert any(v is own for v in opt.variables)
-    hooks.set_learning_rate_object(opt, own)
+    hooks.set_learning_rate_slot(opt, own)
     assert float(opt.learning_rate) == 0.5
     opt.learning_rate = schedule  # Keras' setter untracks the variable
     assert not any(v is own for v in opt.variables)
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(pytest.main([__file__, "-q"]))
 
 
 # -- fit(): the CallbackList, the fit frame, the train function ---------------------------
@@ -418,3 +415,7 @@ def test_no_module_outside_the_hooks_touches_keras_internals():
                     found += [f"{os.path.relpath(path, root)}:{node.lineno}: import {n}" for n in names
                               if n.startswith("keras.src")]
     assert found == []
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(pytest.main([__file__, "-q"]))

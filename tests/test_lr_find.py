@@ -123,7 +123,7 @@ def test_restores_every_variable_bitwise_and_a_later_fit_is_unchanged(digits, hi
         if history == "trained":
             model.fit(x, y, batch_size=64, epochs=1, verbose=0)
         optimizer = model.optimizer
-        own_rate, variables = hooks.learning_rate_object(optimizer), list(optimizer.variables)
+        own_rate, variables = hooks.learning_rate_slot(optimizer), list(optimizer.variables)
         train_function = model.train_function
         if with_lr_find:
             if history == "fresh":
@@ -133,7 +133,7 @@ def test_restores_every_variable_bitwise_and_a_later_fit_is_unchanged(digits, hi
             result = kt.lr_find(model, x, y, num_steps=20, seed=1)
             assert len(result.losses) == 20
             assert_same_state(before, state(model))
-            assert hooks.learning_rate_object(optimizer) is own_rate
+            assert hooks.learning_rate_slot(optimizer) is own_rate
             assert [id(v) for v in optimizer.variables] == [id(v) for v in variables]
             assert model.train_function is train_function
         history_ = model.fit(x, y, batch_size=64, epochs=2, verbose=0)  # shuffled: global RNG
@@ -170,7 +170,7 @@ def test_ctrl_c_mid_test_restores_the_model_and_schedule_compiled_rate(digits):
     with pytest.raises(KeyboardInterrupt):
         kt.lr_find(model, _Interrupting(x, y, at=5))
     assert_same_state(before, state(model))
-    assert hooks.learning_rate_object(model.optimizer) is schedule
+    assert hooks.learning_rate_slot(model.optimizer) is schedule
     assert model.train_function is train_function
     assert float(model.optimizer.learning_rate) == pytest.approx(0.01 * 0.5 ** (4 / 10), rel=1e-6)
 
@@ -178,9 +178,9 @@ def test_ctrl_c_mid_test_restores_the_model_and_schedule_compiled_rate(digits):
 def test_learning_rate_variable_stays_tracked_and_settable(digits):
     (x, y), _ = digits
     model = mlp(keras.optimizers.Adam(1e-3))
-    lr_variable = hooks.learning_rate_object(model.optimizer)
+    lr_variable = hooks.learning_rate_slot(model.optimizer)
     result = kt.lr_find(model, x, y, num_steps=10)
-    assert hooks.learning_rate_object(model.optimizer) is lr_variable
+    assert hooks.learning_rate_slot(model.optimizer) is lr_variable
     assert any(v is lr_variable for v in model.optimizer.variables)
     model.optimizer.learning_rate = result.learning_rates[3]  # the public setter still works
     assert float(lr_variable.numpy()) == np.float32(result.learning_rates[3])

@@ -124,6 +124,7 @@ class Lookahead(TrainkitOptimizer, WholeStepOptimizer):
 
     @property
     def learning_rate(self):
+        """The inner optimizer's learning rate (read and set there)."""
         return self.optimizer.learning_rate
 
     @learning_rate.setter
@@ -137,6 +138,7 @@ class Lookahead(TrainkitOptimizer, WholeStepOptimizer):
 
     @property
     def variables(self):
+        """The wrapper's variables (update count, slow weights), then the inner optimizer's."""
         return super().variables + self.optimizer.variables
 
     @property

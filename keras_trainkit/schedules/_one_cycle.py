@@ -134,57 +134,6 @@ _PHASE_DOC = """
 
 @_register
 class OneCycle(_OneCyclePhases):
-    """The one-cycle learning rate, equal to PyTorch's `OneCycleLR` per update.
-
-    With `T = total_steps`, `initial = max_learning_rate / div_factor` and
-    `min = initial / final_div_factor`, the rate is annealed between these
-    points (phase ends as torch computes them):
-
-    - two phases (default): `initial -> max_learning_rate` over updates
-      `0 .. pct_start * T - 1`, then `max_learning_rate -> min` until `T - 1`;
-    - `three_phase=True`: `initial -> max_learning_rate` until
-      `pct_start * T - 1`, back to `initial` until `2 * pct_start * T - 2`,
-      then `initial -> min` until `T - 1`.
-
-    Within a phase from step `s` (value `a`) to step `e` (value `b`), with
-    `p = (t - s) / (e - s)`::
-
-        cos:     lr(t) = b + (a - b) * (1 + cos(pi * p)) / 2
-        linear:  lr(t) = a + (b - a) * p
-
-    Updates `t = 0 .. T - 1` get exactly torch's rates (tested against golden
-    trajectories from torch to a relative 1e-6). From update `T` on the rate
-    holds at its value at update `T - 1`, which is `min` (unless `pct_start`
-    is so large that the cycle ends before its last phase, e.g.
-    `pct_start=1.0`, which ends at the peak): torch instead extrapolates
-    the last phase at `t = T` (with `"linear"` to a negative rate) and raises
-    beyond it. Where torch divides by zero (a first phase of length 0, e.g.
-    `pct_start * T == 1`), the phase's end value is used.
-
-    The matching momentum cycle (SGD's `momentum`, Adam's `beta_1`) is
-    `momentum_schedule()`; `keras_trainkit.callbacks.OneCycle` applies both.
-
-    Args:
-        max_learning_rate: Peak rate, a finite float > 0 (torch's `max_lr`).""" + _PHASE_DOC + """
-        div_factor: `initial = max_learning_rate / div_factor`, > 0.
-            Defaults to `25.0`.
-        final_div_factor: `min = initial / final_div_factor`, > 0.
-            Defaults to `1e4`.
-        name: Defaults to `"OneCycle"`.
-
-    References:
-        Smith & Topin, 2017. Super-Convergence: Very Fast Training of Neural
-        Networks Using Large Learning Rates. https://arxiv.org/abs/1708.07120
-
-        Smith, 2018. A disciplined approach to neural network hyper-parameters:
-        Part 1. https://arxiv.org/abs/1803.09820
-
-    Example:
-        >>> sched = OneCycle(0.1, total_steps=100)
-        >>> sched([0, 29, 99, 150])  # initial, peak, min, held
-        array([4.e-03, 1.e-01, 4.e-07, 4.e-07], dtype=float32)
-        >>> # keras.optimizers.SGD(learning_rate=sched, momentum=0.9)
-    """
 
     #: Every rate of the cycle is proportional to `max_learning_rate`.
     base_attribute = "max_learning_rate"
@@ -243,35 +192,63 @@ class OneCycle(_OneCyclePhases):
         }
 
 
-@_register
-class OneCycleMomentum(_OneCyclePhases):
-    """The one-cycle momentum, equal to PyTorch's `OneCycleLR(cycle_momentum=True)`.
+OneCycle.__doc__ = (
+    """The one-cycle learning rate, equal to PyTorch's `OneCycleLR` per update.
 
-    The momentum moves opposite to the rate over the same phases:
-    `max_momentum -> base_momentum` while the rate rises, then back to
-    `max_momentum` (two phases); with `three_phase=True` it rises back over
-    the second phase and stays at `max_momentum` during the third. The
-    interpolation is the rate's (`anneal_strategy`). Updates `0 .. T - 1`
-    get exactly the momentum torch sets (SGD's `momentum`, or `betas[0]` of
-    Adam-type optimizers); from update `T` on it holds at its value at update
-    `T - 1` (`max_momentum`, as for the rate's `min`).
+    With `T = total_steps`, `initial = max_learning_rate / div_factor` and
+    `min = initial / final_div_factor`, the rate is annealed between these
+    points (phase ends as torch computes them):
 
-    It is a schedule of the update count like the learning-rate schedules
-    (callable on ints, numpy arrays or tensors, serializable), but drives a
-    momentum: `keras_trainkit.callbacks.OneCycle` applies it in the train step
-    to SGD's `momentum` or the Adam family's `beta_1`. Usually made with
-    `OneCycle(...).momentum_schedule()`.
+    - two phases (default): `initial -> max_learning_rate` over updates
+      `0 .. pct_start * T - 1`, then `max_learning_rate -> min` until `T - 1`;
+    - `three_phase=True`: `initial -> max_learning_rate` until
+      `pct_start * T - 1`, back to `initial` until `2 * pct_start * T - 2`,
+      then `initial -> min` until `T - 1`.
+
+    Within a phase from step `s` (value `a`) to step `e` (value `b`), with
+    `p = (t - s) / (e - s)`::
+
+        cos:     lr(t) = b + (a - b) * (1 + cos(pi * p)) / 2
+        linear:  lr(t) = a + (b - a) * p
+
+    Updates `t = 0 .. T - 1` get exactly torch's rates (tested against golden
+    trajectories from torch to a relative 1e-6). From update `T` on the rate
+    holds at its value at update `T - 1`, which is `min` (unless `pct_start`
+    is so large that the cycle ends before its last phase, e.g.
+    `pct_start=1.0`, which ends at the peak): torch instead extrapolates
+    the last phase at `t = T` (with `"linear"` to a negative rate) and raises
+    beyond it. Where torch divides by zero (a first phase of length 0, e.g.
+    `pct_start * T == 1`), the phase's end value is used.
+
+    The matching momentum cycle (SGD's `momentum`, Adam's `beta_1`) is
+    `momentum_schedule()`; `keras_trainkit.callbacks.OneCycle` applies both.
 
     Args:
-        base_momentum: Momentum at the rate's peak, in [0, 1). Defaults to `0.85`.
-        max_momentum: Momentum at the start and the end, in [0, 1).
-            Defaults to `0.95`.""" + _PHASE_DOC + """
-        name: Defaults to `"OneCycleMomentum"`.
+        max_learning_rate: Peak rate, a finite float > 0 (torch's `max_lr`).""" + _PHASE_DOC + """
+        div_factor: `initial = max_learning_rate / div_factor`, > 0.
+            Defaults to `25.0`.
+        final_div_factor: `min = initial / final_div_factor`, > 0.
+            Defaults to `1e4`.
+        name: Defaults to `"OneCycle"`.
+
+    References:
+        Smith & Topin, 2017. Super-Convergence: Very Fast Training of Neural
+        Networks Using Large Learning Rates. https://arxiv.org/abs/1708.07120
+
+        Smith, 2018. A disciplined approach to neural network hyper-parameters:
+        Part 1. https://arxiv.org/abs/1803.09820
 
     Example:
-        >>> OneCycleMomentum(total_steps=100)([0, 29, 99, 150])
-        array([0.95, 0.85, 0.95, 0.95], dtype=float32)
+        >>> sched = OneCycle(0.1, total_steps=100)
+        >>> sched([0, 29, 99, 150])  # initial, peak, min, held
+        array([4.e-03, 1.e-01, 4.e-07, 4.e-07], dtype=float32)
+        >>> # keras.optimizers.SGD(learning_rate=sched, momentum=0.9)
     """
+)
+
+
+@_register
+class OneCycleMomentum(_OneCyclePhases):
 
     base_attribute = None  # a momentum, not a rate: nothing to rescale
 
@@ -302,3 +279,34 @@ class OneCycleMomentum(_OneCyclePhases):
             **self._phase_config(),
             "name": self.name,
         }
+
+
+OneCycleMomentum.__doc__ = (
+    """The one-cycle momentum, equal to PyTorch's `OneCycleLR(cycle_momentum=True)`.
+
+    The momentum moves opposite to the rate over the same phases:
+    `max_momentum -> base_momentum` while the rate rises, then back to
+    `max_momentum` (two phases); with `three_phase=True` it rises back over
+    the second phase and stays at `max_momentum` during the third. The
+    interpolation is the rate's (`anneal_strategy`). Updates `0 .. T - 1`
+    get exactly the momentum torch sets (SGD's `momentum`, or `betas[0]` of
+    Adam-type optimizers); from update `T` on it holds at its value at update
+    `T - 1` (`max_momentum`, as for the rate's `min`).
+
+    It is a schedule of the update count like the learning-rate schedules
+    (callable on ints, numpy arrays or tensors, serializable), but drives a
+    momentum: `keras_trainkit.callbacks.OneCycle` applies it in the train step
+    to SGD's `momentum` or the Adam family's `beta_1`. Usually made with
+    `OneCycle(...).momentum_schedule()`.
+
+    Args:
+        base_momentum: Momentum at the rate's peak, in [0, 1). Defaults to `0.85`.
+        max_momentum: Momentum at the start and the end, in [0, 1).
+            Defaults to `0.95`.""" + _PHASE_DOC + """
+        name: Defaults to `"OneCycleMomentum"`.
+
+    Example:
+        >>> OneCycleMomentum(total_steps=100)([0, 29, 99, 150])
+        array([0.95, 0.85, 0.95, 0.95], dtype=float32)
+    """
+)
