@@ -33,11 +33,21 @@ from keras_trainkit.tuning import (  # noqa: E402
 
 
 class SafeFunctionTuner(TrainkitTunerMixin, FunctionTuner):
-    pass
+    saves = 0
+
+    def get_state(self):  # changes at every save, so that no save is skipped as unchanged
+        return {**super().get_state(), "saves": self.saves}
+
+
+class PlainFunctionTuner(FunctionTuner):
+    saves = 0
+
+    def get_state(self):
+        return {**super().get_state(), "saves": self.saves}
 
 
 def make(kind, directory, overwrite=True):
-    cls = SafeFunctionTuner if kind == "ours" else FunctionTuner
+    cls = SafeFunctionTuner if kind == "ours" else PlainFunctionTuner
     oracle = keras_tuner.oracles.RandomSearchOracle(
         objective=keras_tuner.Objective("score", "min"), max_trials=40, seed=1,
         hyperparameters=hartmann6_space())
@@ -73,10 +83,14 @@ def kill_json_saves(kind, directory, kills, rng):
     tuner.search(verbose=0)
     trial = tuner.oracle.trials[sorted(tuner.oracle.trials)[7]]
     bad = not_reloaded = 0
+    saves_done = []  # saves the killed child had completed: proof that it was writing
     for _ in range(kills):
         pid = os.fork()
-        if pid == 0:  # the child saves until it is killed
+        if pid == 0:  # the child saves until it is killed, a new state every time
             while True:
+                tuner.saves += 1
+                tuner.oracle._seed_state += 1
+                trial.message = str(tuner.saves)
                 tuner.oracle.save()
                 tuner.oracle._save_trial(trial)
                 tuner.save()
@@ -84,12 +98,16 @@ def kill_json_saves(kind, directory, kills, rng):
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         bad += not files_ok(directory, trial.trial_id)
+        if files_ok(directory, trial.trial_id):
+            with open(os.path.join(directory, "p", "tuner0.json")) as f:
+                saves_done.append(json.load(f)["saves"])
         not_reloaded += not reloads(kind, directory)
         if not files_ok(directory, trial.trial_id):  # start the next kill from a good project
             tuner.oracle.save()
             tuner.oracle._save_trial(trial)
             tuner.save()
-    return {"unreadable": bad, "not_reloadable": not_reloaded}
+    return {"unreadable": bad, "not_reloadable": not_reloaded,
+            "fewest_saves_before_a_kill": min(saves_done) if saves_done else None}
 
 
 class SlowWeights:

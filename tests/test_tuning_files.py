@@ -29,6 +29,7 @@ def test_a_kill_during_any_save_leaves_a_loadable_project(tmp_path):
                          capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["ours"].pop("fewest_saves_before_a_kill") > 0  # each child was killed while saving
     assert out["ours"] == {"unreadable": 0, "not_reloadable": 0, "torn": 0,
                            "oracle_class": "AtomicRandomSearchOracle"}
     # The same kills against Keras Tuner's own writer break files (the test can fail).
@@ -62,6 +63,31 @@ def test_our_oracles_write_atomically_and_the_files_are_keras_tuners(tmp_path):
     again = tuner(FunctionTuner, False)
     assert {t: v.score for t, v in again.oracle.trials.items()} == {t: v.score for t, v in first.oracle.trials.items()}
     assert sorted(n for n in os.listdir(tmp_path / "p") if not n.startswith("trial_")) == ["oracle.json", "tuner0.json"]
+
+
+def test_an_unchanged_state_is_not_written_twice_but_a_changed_file_is(tmp_path):
+    from keras_trainkit.tuning import _kt_hooks
+
+    path = str(tmp_path / "oracle.json")
+
+    def read():
+        with open(path) as f:
+            return json.load(f)
+
+    _kt_hooks.write_json(path, {"a": [1, 2]})
+    first = os.stat(path)
+    _kt_hooks.write_json(path, {"a": [1, 2]})  # same JSON, file untouched: skipped
+    assert os.stat(path).st_ino == first.st_ino  # os.replace would give a new inode
+    _kt_hooks.write_json(path, {"a": [1, 3]})
+    assert read() == {"a": [1, 3]} and os.stat(path).st_ino != first.st_ino
+    with open(path, "w") as f:  # changed behind our back: written again
+        f.write("{}")
+    _kt_hooks.write_json(path, {"a": [1, 3]})
+    assert read() == {"a": [1, 3]}
+    os.remove(path)
+    _kt_hooks.write_json(path, {"a": [1, 3]})
+    assert read() == {"a": [1, 3]}
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
 
 
 # -- GridSearch resume (Keras Tuner issue #1055) ---------------------------------------

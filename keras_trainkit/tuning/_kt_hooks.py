@@ -35,7 +35,10 @@ Internals used (module or attribute, and what for):
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import threading
 from typing import Any
 
 import keras_tuner
@@ -43,7 +46,7 @@ from keras_tuner.src.engine import oracle as _kt_oracle
 from keras_tuner.src.engine import tuner_utils as _kt_tuner_utils
 from keras_tuner.src.tuners import gridsearch as _kt_gridsearch
 
-from keras_trainkit._io import atomic_write_json
+from keras_trainkit._io import atomic_write_text
 
 Display = _kt_oracle.Display
 SaveBestEpoch = _kt_tuner_utils.SaveBestEpoch
@@ -56,14 +59,41 @@ def is_local_path(path: str) -> bool:
     return "://" not in str(path)
 
 
+# path -> (digest of the JSON we last wrote there, its mtime_ns, its size)
+_LAST_WRITTEN: dict[str, tuple[str, int, int]] = {}
+_LAST_LOCK = threading.Lock()
+
+
 def write_json(path: str, obj: Any) -> None:
-    """Keras Tuner's `utils.save_json`, atomic for local paths."""
-    if is_local_path(path):
-        atomic_write_json(path, obj)
-    else:  # remote file systems: Keras Tuner's own (non-atomic) writer
+    """Keras Tuner's `utils.save_json`, atomic for local paths.
+
+    Keras Tuner saves the same state several times per trial (the oracle in
+    `end_trial`, then again in the tuner's `save()`); a write whose JSON equals
+    what this process last wrote to that path, with the file unchanged on
+    disk since (same mtime and size), is skipped: each atomic write costs two
+    fsyncs.
+    """
+    text = json.dumps(obj)  # as Keras Tuner's save_json
+    if not is_local_path(path):  # remote file systems: Keras Tuner's own (non-atomic) writer
         from keras_tuner.src import utils
 
         utils.save_json(path, obj)
+        return
+    key = os.path.abspath(path)
+    digest = hashlib.sha1(text.encode("utf-8")).hexdigest()
+    with _LAST_LOCK:
+        last = _LAST_WRITTEN.get(key)
+    if last is not None and last[0] == digest:
+        try:
+            st = os.stat(key)
+        except OSError:
+            st = None
+        if st is not None and (st.st_mtime_ns, st.st_size) == last[1:]:
+            return
+    atomic_write_text(key, text)
+    st = os.stat(key)
+    with _LAST_LOCK:
+        _LAST_WRITTEN[key] = (digest, st.st_mtime_ns, st.st_size)
 
 
 # -- distributed mode (Keras Tuner's documented environment variables) ------------
