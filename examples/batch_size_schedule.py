@@ -21,7 +21,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_trainkit import callbacks, schedules  # noqa: E402
-from keras_trainkit.data import load_digits  # noqa: E402
+from keras_trainkit.data import ScheduledBatches, load_digits  # noqa: E402
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -59,7 +59,7 @@ def main(argv=None):
 
     milestones = sorted({max(1, epochs * k // 4) for k in (1, 2, 3)})
     schedule = schedules.BatchSizeIncrease(16, factor=2, milestones=milestones, max_batch_size=64)
-    data = callbacks.ScheduledBatches(x_train, y_train, seed=0)
+    data = ScheduledBatches(x_train, y_train, seed=0)
     log = EpochLog()
     history = model.fit(data, epochs=epochs, validation_data=(x_val, y_val), verbose=0,
                         callbacks=[callbacks.BatchSizeScheduler(schedule, data), log])

@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_trainkit import callbacks  # noqa: E402
+from keras_trainkit import callbacks, optimizers  # noqa: E402
 from keras_trainkit.data import load_digits  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -59,7 +59,7 @@ def main(argv=None):
     inputs = keras.Input((64,))
     model = keras.Model(inputs, keras.layers.Dense(5, name="head")(backbone(inputs)))
     groups = [["block3"], ["block2"], ["block1", "bn1"]]  # top first
-    optimizer = callbacks.discriminative_optimizer(
+    optimizer = optimizers.discriminative_optimizer(
         model, keras.optimizers.Adam(1e-2), groups=[["head"], *groups], decay=0.3)
     model.compile(optimizer, LOSS, metrics=["accuracy"])
     every = max(1, epochs // 4)  # block3 at `every`, block2 at 2 * every, block1 at 3 * every

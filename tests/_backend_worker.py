@@ -127,7 +127,9 @@ def scenario_one_cycle(keras, C, S):
 
 def scenario_batch_size(keras, C, S):
     x, y = _data()
-    data = C.ScheduledBatches(x, y, batch_size=8, shuffle=False)
+    from keras_trainkit.data import ScheduledBatches
+
+    data = ScheduledBatches(x, y, batch_size=8, shuffle=False)
     model = _model(keras, keras.optimizers.SGD(0.05))
     rec = _recorder(keras)
     history = model.fit(data, epochs=3, verbose=0, shuffle=False, callbacks=[

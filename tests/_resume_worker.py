@@ -30,6 +30,7 @@ def make_run(keras, spec=None):
 
     from keras_trainkit import callbacks as C
     from keras_trainkit import schedules as S
+    from keras_trainkit.data import ScheduledBatches
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(96, 4)).astype("float32")
@@ -37,7 +38,7 @@ def make_run(keras, spec=None):
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(1)])
     model.compile(keras.optimizers.SGD(0.05), "mse")
-    data = C.ScheduledBatches(x, y, batch_size=8, seed=0)
+    data = ScheduledBatches(x, y, batch_size=8, seed=0)
     callbacks = [
         C.CosineDecay(decay_steps=60, alpha=0.1),
         C.BatchSizeScheduler(S.BatchSizeIncrease(8, factor=2, step_size=2), data, lr_scaling="linear"),

@@ -15,6 +15,7 @@ import pytest
 from keras import ops
 
 from keras_trainkit import callbacks as C
+from keras_trainkit import data as D
 from keras_trainkit import schedules as S
 
 N = 103  # prime: every batch size leaves a partial last batch
@@ -72,7 +73,7 @@ def test_config_round_trip_and_repr(schedule):
 
 # -- bad arguments --------------------------------------------------------------------
 def _data():
-    return C.ScheduledBatches(np.zeros((10, 2)), np.zeros(10), batch_size=4)
+    return D.ScheduledBatches(np.zeros((10, 2)), np.zeros(10), batch_size=4)
 
 
 BAD = [
@@ -88,11 +89,11 @@ BAD = [
     ("max_batch_size", lambda: S.BatchSizeIncrease(32, step_size=1, max_batch_size=16)),
     ("epoch", lambda: S.BatchSizeDecay(64, 5)(-1)),
     ("epoch", lambda: S.BatchSizeDecay(64, 5)(1.5)),
-    ("batch_size", lambda: C.ScheduledBatches(np.zeros((4, 2)), batch_size=0)),
-    ("shuffle", lambda: C.ScheduledBatches(np.zeros((4, 2)), shuffle="yes")),
-    ("seed", lambda: C.ScheduledBatches(np.zeros((4, 2)), seed=-3)),
-    ("x", lambda: C.ScheduledBatches(np.zeros((4, 2)), np.zeros(5))),
-    ("sample_weight", lambda: C.ScheduledBatches(np.zeros((4, 2)), sample_weight=np.ones(4))),
+    ("batch_size", lambda: D.ScheduledBatches(np.zeros((4, 2)), batch_size=0)),
+    ("shuffle", lambda: D.ScheduledBatches(np.zeros((4, 2)), shuffle="yes")),
+    ("seed", lambda: D.ScheduledBatches(np.zeros((4, 2)), seed=-3)),
+    ("x", lambda: D.ScheduledBatches(np.zeros((4, 2)), np.zeros(5))),
+    ("sample_weight", lambda: D.ScheduledBatches(np.zeros((4, 2)), sample_weight=np.ones(4))),
     ("schedule", lambda: C.BatchSizeScheduler(32, _data())),
     ("data", lambda: C.BatchSizeScheduler(S.BatchSizeDecay(8, 2), (np.zeros(3), np.zeros(3)))),
     ("min_batch_size", lambda: C.BatchSizeScheduler(S.BatchSizeDecay(8, 2), _data(), min_batch_size=0)),
@@ -119,7 +120,7 @@ def test_schedule_returning_nonsense_raises():
 # -- the wrapper on its own ---------------------------------------------------------------
 def test_each_epoch_is_a_partition_whatever_the_batch_size():
     ids = np.arange(N)
-    data = C.ScheduledBatches({"a": ids, "b": ids * 2.0}, ids, ids % 3, batch_size=7, seed=3)
+    data = D.ScheduledBatches({"a": ids, "b": ids * 2.0}, ids, ids % 3, batch_size=7, seed=3)
     orders = []
     for epoch, b in enumerate([7, 1, 103, 200, 10, 10]):
         data.configure(epoch, b)
@@ -138,13 +139,13 @@ def test_each_epoch_is_a_partition_whatever_the_batch_size():
         orders.append(seen)
     # Reshuffled per epoch, reproducibly from the seed.
     assert not np.array_equal(orders[4], orders[5])
-    again = C.ScheduledBatches({"a": ids, "b": ids * 2.0}, ids, ids % 3, batch_size=7, seed=3)
+    again = D.ScheduledBatches({"a": ids, "b": ids * 2.0}, ids, ids % 3, batch_size=7, seed=3)
     again.configure(4, 10)
     np.testing.assert_array_equal(np.concatenate([again[i][0]["a"] for i in range(11)]), orders[4])
 
 
 def test_live_count_behaves_like_an_int():
-    data = C.ScheduledBatches(np.zeros((N, 1)), batch_size=10)
+    data = D.ScheduledBatches(np.zeros((N, 1)), batch_size=10)
     count = data.num_batches
     assert count == 11 and 11 == count and count >= 11 and 10 < count and bool(count)
     assert int(count) == 11 and float(count) == 11.0 and f"{count:3d}" == " 11" and "%d" % count == "11"  # noqa: UP031 (Progbar)
@@ -154,7 +155,7 @@ def test_live_count_behaves_like_an_int():
 
 
 def test_without_a_scheduler_it_reshuffles_each_epoch_at_a_fixed_size():
-    data = C.ScheduledBatches(np.arange(10), batch_size=4, seed=0)
+    data = D.ScheduledBatches(np.arange(10), batch_size=4, seed=0)
     epochs = []
     for _ in range(2):
         data.on_epoch_begin()
@@ -162,13 +163,13 @@ def test_without_a_scheduler_it_reshuffles_each_epoch_at_a_fixed_size():
         data.on_epoch_end()
     assert len(data) == 3 and sorted(epochs[0]) == sorted(epochs[1]) == list(range(10))
     assert not np.array_equal(epochs[0], epochs[1])
-    assert np.array_equal(np.concatenate([C.ScheduledBatches(np.arange(10), shuffle=False, batch_size=3)[i][0]
+    assert np.array_equal(np.concatenate([D.ScheduledBatches(np.arange(10), shuffle=False, batch_size=3)[i][0]
                                           for i in range(4)]), np.arange(10))
 
 
 # -- the callback without fit() -----------------------------------------------------------
 def test_clamps_and_learning_rate_factors():
-    data = C.ScheduledBatches(np.zeros((N, 1)), batch_size=8)
+    data = D.ScheduledBatches(np.zeros((N, 1)), batch_size=8)
     cb = C.BatchSizeScheduler(lambda e: [3, 8, 40, 1e6][e], data, min_batch_size=4, lr_scaling="sqrt")
     assert [cb.batch_size_at(e) for e in range(4)] == [4, 8, 40, N]  # max defaults to n
     assert [cb.learning_rate_factor_at(e) for e in range(4)] == pytest.approx(
@@ -198,7 +199,7 @@ def test_coupling_multiplies_the_rate_by_the_epoch_factor():
     the epoch (never relative to a factor remembered somewhere), and nothing of
     it stays in the optimizer once training ends."""
     opt = keras.optimizers.SGD(0.1)
-    data = C.ScheduledBatches(np.zeros((N, 1)), batch_size=8)
+    data = D.ScheduledBatches(np.zeros((N, 1)), batch_size=8)
     cb = C.BatchSizeScheduler(S.BatchSizeIncrease(8, factor=2, step_size=1), data, lr_scaling="linear")
     drive(cb, opt)
     for epoch, expected in [(0, 0.1), (1, 0.2), (2, 0.4), (3, 0.8), (0, 0.1), (2, 0.4)]:
@@ -221,7 +222,7 @@ def test_coupling_multiplies_the_rate_by_the_epoch_factor():
 
 def test_smith_increase_decays_the_rate_past_its_cap_without_lr_scaling():
     opt = keras.optimizers.SGD(0.1)
-    data = C.ScheduledBatches(np.zeros((1000, 1)), batch_size=10)
+    data = D.ScheduledBatches(np.zeros((1000, 1)), batch_size=10)
     cb = C.BatchSizeScheduler(S.BatchSizeIncrease(10, factor=5, step_size=1, max_batch_size=100), data)
     drive(cb, opt)
     rates = []
@@ -236,7 +237,7 @@ def test_smith_increase_decays_the_rate_past_its_cap_without_lr_scaling():
 def test_coupling_reaches_every_sub_optimizer_and_compiled_schedules():
     a, b = keras.optimizers.SGD(0.1), keras.optimizers.Adam(0.01)
     multi = keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(a, {"x/.*": b}))
-    data = C.ScheduledBatches(np.zeros((N, 1)), batch_size=8)
+    data = D.ScheduledBatches(np.zeros((N, 1)), batch_size=8)
     cb = C.BatchSizeScheduler(lambda e: 8 * (e + 1), data, lr_scaling="linear")
     drive(cb, multi)
     cb.on_epoch_begin(2)
@@ -336,7 +337,7 @@ def test_fit_sees_every_sample_once_per_epoch_with_exact_update_counts(schedule,
                                                                       steps_per_execution):
     x, y = arrays()
     model, tally = tally_model(N, 64, steps_per_execution)
-    data = C.ScheduledBatches(x, y, batch_size=99, seed=1)
+    data = D.ScheduledBatches(x, y, batch_size=99, seed=1)
     rows, history = fit_and_audit(model, tally, data, C.BatchSizeScheduler(schedule, data, **kwargs),
                                   epochs=4, verbose=0)
     assert [r[0] for r in rows] == sizes
@@ -350,7 +351,7 @@ def test_fit_sees_every_sample_once_per_epoch_with_exact_update_counts(schedule,
 def test_refuses_to_run_on_other_data_or_fixed_steps():
     x, y = arrays()
     model, _ = tally_model(N, 64)
-    data = C.ScheduledBatches(x, y)
+    data = D.ScheduledBatches(x, y)
     sched = C.BatchSizeScheduler(S.BatchSizeDecay(32, 3), data)
     with pytest.raises(ValueError, match="ScheduledBatches"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[sched])
@@ -381,7 +382,7 @@ def test_fit_over_a_user_py_dataset_with_progress_bar(capsys):
     x, y = arrays()
     model, tally = tally_model(N, 64)
     user = UserDataset(x, y, batch_size=16)
-    data = C.ScheduledBatches(user)
+    data = D.ScheduledBatches(user)
     sched = C.BatchSizeScheduler(lambda e: [16, 40, 7][e], data)
     rows, _ = fit_and_audit(model, tally, data, sched, epochs=3, verbose=1)
     assert [r[:2] for r in rows] == [(16, 7), (40, 3), (7, 15)]
@@ -430,7 +431,7 @@ def test_lr_coupling_in_fit(with_schedule, decay_first):
     """sqrt coupling; under an LR callback the rate is schedule(t) * factor(epoch)."""
     x, y = arrays()
     model, _ = tally_model(N, 64)
-    data = C.ScheduledBatches(x, y, seed=0)
+    data = D.ScheduledBatches(x, y, seed=0)
     sched = C.BatchSizeScheduler(S.BatchSizeIncrease(8, factor=2, step_size=1), data,
                                  max_batch_size=40, lr_scaling="sqrt")
     rates = Rates()

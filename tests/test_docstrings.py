@@ -53,3 +53,17 @@ def test_public_module_documents_all_it_exports(name):
                 if inspect.isfunction(function) and not inspect.getdoc(getattr(obj, member)):
                     missing.append(f"{name}.{attr}.{member}")
     assert missing == []
+
+
+@pytest.mark.parametrize("name,new", [("ScheduledBatches", "keras_trainkit.data"),
+                                      ("DiscriminativeOptimizer", "keras_trainkit.optimizers"),
+                                      ("discriminative_optimizer", "keras_trainkit.optimizers")])
+def test_moved_names_still_import_from_callbacks_with_a_deprecation_warning(name, new):
+    from keras_trainkit import callbacks
+
+    with pytest.warns(DeprecationWarning, match=f"moved to {new}.{name}"):
+        old = getattr(callbacks, name)
+    assert old is getattr(importlib.import_module(new), name)
+    assert name not in callbacks.__all__
+    with pytest.raises(AttributeError):
+        callbacks.NoSuchThing  # noqa: B018

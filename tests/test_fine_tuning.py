@@ -13,6 +13,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_trainkit import callbacks as C
+from keras_trainkit import optimizers as O
 from keras_trainkit.data import load_digits
 
 
@@ -85,7 +86,7 @@ def first_change(snaps, name):
 def test_step_unfreezing_keeps_frozen_layers_bit_identical(pretrained):
     (_, _), (x, y) = digits_split()
     model = transfer(pretrained)
-    opt = C.discriminative_optimizer(model, keras.optimizers.Adam(1e-2), groups=["head", *GROUPS],
+    opt = O.discriminative_optimizer(model, keras.optimizers.Adam(1e-2), groups=["head", *GROUPS],
                                      decay=0.5)
     model.compile(opt, LOSS)
     cb = C.GradualUnfreezing(GROUPS, unfreeze_at=[6, 13], unit="step")
@@ -186,7 +187,7 @@ def test_keras_needs_the_rebuilt_train_function():
 def test_discriminative_rates_are_geometric_per_group(pretrained):
     (_, _), (x, y) = digits_split()
     model = transfer(pretrained)
-    opt = C.discriminative_optimizer(model, keras.optimizers.SGD(0.1), groups=["head", *GROUPS],
+    opt = O.discriminative_optimizer(model, keras.optimizers.SGD(0.1), groups=["head", *GROUPS],
                                      decay=0.5)
     assert opt.group_learning_rates == pytest.approx([0.1, 0.05, 0.025])
     assert isinstance(opt, keras.optimizers.MultiOptimizer)
@@ -207,7 +208,7 @@ def test_discriminative_rates_are_geometric_per_group(pretrained):
 def test_decay_callbacks_keep_each_group_rate(pretrained):
     (_, _), (x, y) = digits_split()
     model = transfer(pretrained)
-    opt = C.discriminative_optimizer(model, keras.optimizers.SGD(0.1), groups=["head", *GROUPS],
+    opt = O.discriminative_optimizer(model, keras.optimizers.SGD(0.1), groups=["head", *GROUPS],
                                      decay=0.5)
     model.compile(opt, LOSS)
     model.fit(x[:64], y[:64], batch_size=64, epochs=1, verbose=0,
@@ -222,9 +223,9 @@ def test_default_groups_and_explicit_multipliers(pretrained):
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="a"),
                               keras.layers.Dropout(0.1), keras.layers.Dense(2, name="b"),
                               keras.layers.Dense(1, name="c")])
-    opt = C.discriminative_optimizer(model, "adam", decay=0.1)  # c, b, a
+    opt = O.discriminative_optimizer(model, "adam", decay=0.1)  # c, b, a
     assert opt.group_learning_rates == pytest.approx([1e-3, 1e-4, 1e-5])
-    opt = C.discriminative_optimizer(model, keras.optimizers.Adam(0.01), groups=["c", ["b", "a"]],
+    opt = O.discriminative_optimizer(model, keras.optimizers.Adam(0.01), groups=["c", ["b", "a"]],
                                      multipliers=[1.0, 0.3])
     assert opt.group_learning_rates == pytest.approx([0.01, 0.003])
 
@@ -232,14 +233,14 @@ def test_default_groups_and_explicit_multipliers(pretrained):
 def test_save_and_load_round_trip(pretrained, tmp_path):
     (_, _), (x, y) = digits_split()
     model = transfer(pretrained)
-    model.compile(C.discriminative_optimizer(model, keras.optimizers.Adam(1e-2),
+    model.compile(O.discriminative_optimizer(model, keras.optimizers.Adam(1e-2),
                                              groups=["head", *GROUPS], decay=0.3), LOSS)
     model.fit(x, y, batch_size=64, epochs=3, verbose=0,
               callbacks=[C.GradualUnfreezing(GROUPS, every=1)])
     model.save(tmp_path / "fine_tuned.keras")
     loaded = keras.saving.load_model(tmp_path / "fine_tuned.keras")
     opt = loaded.optimizer
-    assert type(opt) is C.DiscriminativeOptimizer
+    assert type(opt) is O.DiscriminativeOptimizer
     assert opt.group_learning_rates == pytest.approx([1e-2, 3e-3, 9e-4])
     saved = model.optimizer.variables
     assert len(opt.variables) == len(saved)
@@ -257,7 +258,7 @@ def test_checkpoint_taken_mid_unfreezing_restores_with_load_weights(pretrained, 
     the optimizer on everything and calling load_weights() restores all of it."""
     (_, _), (x, y) = digits_split()
     model = transfer(pretrained)
-    model.compile(C.discriminative_optimizer(model, keras.optimizers.Adam(1e-2),
+    model.compile(O.discriminative_optimizer(model, keras.optimizers.Adam(1e-2),
                                              groups=["head", *GROUPS]), LOSS)
     model.fit(x, y, batch_size=64, epochs=2, verbose=0, callbacks=[C.GradualUnfreezing(GROUPS, every=1)])
     path = tmp_path / "mid.keras"
@@ -267,7 +268,7 @@ def test_checkpoint_taken_mid_unfreezing_restores_with_load_weights(pretrained, 
     restored = keras.saving.load_model(path, compile=False)
     for layer in restored.get_layer("backbone").layers:
         layer.trainable = True
-    restored.compile(C.discriminative_optimizer(restored, keras.optimizers.Adam(1e-2),
+    restored.compile(O.discriminative_optimizer(restored, keras.optimizers.Adam(1e-2),
                                                 groups=["head", *GROUPS]), LOSS)
     restored.optimizer.build(restored.trainable_variables)
     restored.load_weights(path)
@@ -335,17 +336,17 @@ BAD = [
     ("every", lambda: C.GradualUnfreezing(["a"], every=0)),
     ("unit", lambda: C.GradualUnfreezing(["a"], every=1, unit="batch")),
     ("verbose", lambda: C.GradualUnfreezing(["a"], every=1, verbose=-2)),
-    ("model", lambda: C.discriminative_optimizer("model", "adam")),
-    ("optimizer", lambda: C.discriminative_optimizer(_model(), 0.1)),
-    ("optimizer", lambda: C.discriminative_optimizer(
+    ("model", lambda: O.discriminative_optimizer("model", "adam")),
+    ("optimizer", lambda: O.discriminative_optimizer(_model(), 0.1)),
+    ("optimizer", lambda: O.discriminative_optimizer(
         _model(), keras.optimizers.SGD(keras.optimizers.schedules.ExponentialDecay(0.1, 5, 0.5)))),
-    ("decay", lambda: C.discriminative_optimizer(_model(), "sgd", decay=0.0)),
-    ("decay", lambda: C.discriminative_optimizer(_model(), "sgd", decay=1.5)),
-    ("multipliers", lambda: C.discriminative_optimizer(_model(), "sgd", multipliers=[1.0])),
-    ("multipliers", lambda: C.discriminative_optimizer(_model(), "sgd", multipliers=[1.0, -0.5])),
-    ("groups", lambda: C.discriminative_optimizer(_model(), "sgd", groups=["nope"])),
-    ("groups", lambda: C.discriminative_optimizer(_model(), "sgd", groups=["a", ["b", "a"]])),
-    ("groups", lambda: C.discriminative_optimizer(_model(), "sgd", groups=[[]])),
+    ("decay", lambda: O.discriminative_optimizer(_model(), "sgd", decay=0.0)),
+    ("decay", lambda: O.discriminative_optimizer(_model(), "sgd", decay=1.5)),
+    ("multipliers", lambda: O.discriminative_optimizer(_model(), "sgd", multipliers=[1.0])),
+    ("multipliers", lambda: O.discriminative_optimizer(_model(), "sgd", multipliers=[1.0, -0.5])),
+    ("groups", lambda: O.discriminative_optimizer(_model(), "sgd", groups=["nope"])),
+    ("groups", lambda: O.discriminative_optimizer(_model(), "sgd", groups=["a", ["b", "a"]])),
+    ("groups", lambda: O.discriminative_optimizer(_model(), "sgd", groups=[[]])),
 ]
 
 

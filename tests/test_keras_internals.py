@@ -371,8 +371,9 @@ def test_epoch_iterator_reads_the_batch_count_each_epoch():
     in detail by tests/test_batch_size.py)."""
     from keras_trainkit import callbacks as C
     from keras_trainkit import schedules as S
+    from keras_trainkit.data import ScheduledBatches
 
-    data = C.ScheduledBatches(np.ones((12, 2), "float32"), np.ones((12, 1), "float32"), batch_size=2)
+    data = ScheduledBatches(np.ones((12, 2), "float32"), np.ones((12, 1), "float32"), batch_size=2)
     steps = []
     model = _tiny()
     model.fit(data, epochs=2, verbose=0, callbacks=[

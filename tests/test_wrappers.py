@@ -48,7 +48,7 @@ class _PerRealUpdate(keras.optimizers.schedules.LearningRateSchedule):
 
 # name -> (optimizer from a rate, the sub-optimizers' own rates, batches per update)
 def _discriminative(rate):
-    return lambda model: C.discriminative_optimizer(model, keras.optimizers.SGD(rate), groups=["out", "hidden"],
+    return lambda model: O.discriminative_optimizer(model, keras.optimizers.SGD(rate), groups=["out", "hidden"],
                                                     decay=0.5)
 
 

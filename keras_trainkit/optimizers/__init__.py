@@ -7,12 +7,20 @@ trajectory): `SGD`, `Adagrad`, `RMSprop`, `Adam` (which adds
 around any Keras optimizer. All accept Keras' base arguments and a float,
 schedule or callable learning rate, and are saved with the model under the
 package name `keras_trainkit`.
+
+`discriminative_optimizer(model, optimizer, groups, decay)` gives each group
+of layers its own rate (a `DiscriminativeOptimizer`, Keras' `MultiOptimizer`
+that also trains a subset of its variables, for gradual unfreezing).
 """
 
 from keras_trainkit.optimizers._adabelief import AdaBelief
 from keras_trainkit.optimizers._adagrad import Adagrad
 from keras_trainkit.optimizers._adam import Adam
 from keras_trainkit.optimizers._adan import Adan
+from keras_trainkit.optimizers._discriminative import (
+    DiscriminativeOptimizer,
+    discriminative_optimizer,
+)
 from keras_trainkit.optimizers._lars import LARS
 from keras_trainkit.optimizers._lookahead import Lookahead
 from keras_trainkit.optimizers._novograd import NovoGrad
@@ -28,9 +36,11 @@ __all__ = [
     "Adagrad",
     "Adam",
     "Adan",
+    "DiscriminativeOptimizer",
     "Lookahead",
     "NovoGrad",
     "RAdam",
     "RMSprop",
     "Yogi",
+    "discriminative_optimizer",
 ]

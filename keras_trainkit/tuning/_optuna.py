@@ -324,6 +324,8 @@ class OptunaOracle(AtomicOracleMixin, keras_tuner.Oracle):
     # -- trials -----------------------------------------------------------------------
     @keras_tuner.synchronized
     def create_trial(self, tuner_id):
+        """The next trial for `tuner_id`: a new trial of the Optuna study, its
+        hyperparameters sampled define-by-run (or the tuner's ongoing one)."""
         if tuner_id in self.ongoing_trials:
             return self.ongoing_trials[tuner_id]
         self.tuner_ids.add(tuner_id)
@@ -390,6 +392,8 @@ class OptunaOracle(AtomicOracleMixin, keras_tuner.Oracle):
 
     @keras_tuner.synchronized
     def update_trial(self, trial_id, metrics, step=0):
+        """Records an epoch's metrics; with the objective's report marker, also
+        reports to the Optuna trial and answers STOPPED when the pruner prunes."""
         if REPORT_KEY not in metrics:
             return super().update_trial(trial_id, metrics, step=step)
         # An intermediate (per-epoch) report from OptunaSearch.on_epoch_end.
@@ -414,6 +418,8 @@ class OptunaOracle(AtomicOracleMixin, keras_tuner.Oracle):
 
     @keras_tuner.synchronized
     def end_trial(self, trial):
+        """Ends the Keras Tuner trial and tells the Optuna study its result
+        (COMPLETE, PRUNED or FAIL)."""
         try:
             super().end_trial(trial)
         finally:
@@ -461,6 +467,7 @@ class OptunaOracle(AtomicOracleMixin, keras_tuner.Oracle):
         return ordered[:num_trials]
 
     def remaining_trials(self):
+        """Trials left to start, counted over the whole study (all workers)."""
         if self.max_trials is None:
             return None
         return max(0, self.max_trials - len(self._counted(self.study.get_trials(deepcopy=False))))
