@@ -368,7 +368,7 @@ def lr_find(model: keras.Model, x: Any, y: Any = None, *, batch_size: int | None
         Smith, 2017. Cyclical Learning Rates for Training Neural Networks.
         https://arxiv.org/abs/1506.01186
 
-    Example:
+    Examples:
         >>> result = keras_trainkit.lr_find(model, x_train, y_train)
         >>> lr = result.suggestion()            # fastai's "valley"
         >>> model.optimizer.learning_rate = lr  # the model is as before the test

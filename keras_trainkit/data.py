@@ -172,7 +172,7 @@ class ScheduledBatches(keras.utils.PyDataset):
             from numpy's global generator (seeded by
             `keras.utils.set_random_seed`). Defaults to `None`.
 
-    Example:
+    Examples:
         >>> data = ScheduledBatches(x, y, batch_size=32)
         >>> model.fit(data, epochs=10, callbacks=[BatchSizeScheduler(
         ...     schedules.BatchSizeIncrease(32, factor=2, step_size=3), data)])

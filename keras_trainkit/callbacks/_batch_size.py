@@ -64,7 +64,7 @@ class BatchSizeScheduler(Participant):
             `schedule(0)`. Defaults to `None`.
         verbose: 1 prints the batch size at each epoch start. Defaults to `0`.
 
-    Example:
+    Examples:
         >>> data = ScheduledBatches(x, y)
         >>> sched = BatchSizeScheduler(schedules.BatchSizeDecay(256, decay_epochs=10),
         ...                            data, min_batch_size=16, lr_scaling="sqrt")

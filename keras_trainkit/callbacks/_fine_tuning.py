@@ -87,7 +87,7 @@ class GradualUnfreezing(Participant):
         unfrozen_at: `{group index: epoch or update}` at which each group was
             unfrozen during the last `fit()`.
 
-    Example:
+    Examples:
         >>> model.compile(discriminative_optimizer(model, keras.optimizers.Adam(1e-3),
         ...                                        groups=["head", "b3", "b2", "b1"]), ...)
         >>> model.fit(x, y, epochs=8, callbacks=[

@@ -67,7 +67,7 @@ class LearningRateSchedule(Participant):
         log_dir: TensorBoard log directory, or `None`. Defaults to `None`.
         verbose: 1 prints the rate at each epoch end. Defaults to `0`.
 
-    Example:
+    Examples:
         >>> from keras_trainkit import schedules, callbacks
         >>> cb = callbacks.LearningRateSchedule(
         ...     schedules.JoinSchedules([schedules.WarmUp(1e-3, 100), 1e-3], [100]))
@@ -261,7 +261,7 @@ class WarmUp(LearningRateSchedule):
         log_dir: TensorBoard log directory, or `None`. Defaults to `None`.
         verbose: 1 prints the rate at each epoch end. Defaults to `0`.
 
-    Example:
+    Examples:
         >>> model.fit(x, y, epochs=20, callbacks=[WarmUp(warmup_steps=500),
         ...                                       CosineDecay(decay_steps=10_000)])
     """
@@ -340,7 +340,7 @@ class OneCycle(LearningRateSchedule):
         Smith & Topin, 2017. Super-Convergence: Very Fast Training of Neural
         Networks Using Large Learning Rates. https://arxiv.org/abs/1708.07120
 
-    Example:
+    Examples:
         >>> model.compile(keras.optimizers.SGD(0.1, momentum=0.9), "mse")
         >>> model.fit(x, y, epochs=10, callbacks=[OneCycle(0.5)])  # the cycle spans the fit
     """

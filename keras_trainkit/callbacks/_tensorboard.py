@@ -43,7 +43,7 @@ class TensorBoard(hooks.TensorBoardHooks):
         embeddings_freq: As in Keras. Defaults to `0`.
         embeddings_metadata: As in Keras. Defaults to `None`.
 
-    Example:
+    Examples:
         >>> model.fit(x, y, callbacks=[WarmUp(100), CosineDecay(5000),
         ...                             GradientNormLogger(update_freq=100), TensorBoard("logs")])
     """

@@ -53,7 +53,7 @@ class AdaBelief(TrainkitOptimizer):
         Zhuang et al., 2020. AdaBelief Optimizer: Adapting Stepsizes by the
         Belief in Observed Gradients. https://arxiv.org/abs/2010.07468
 
-    Example:
+    Examples:
         >>> import keras
         >>> from keras_trainkit.optimizers import AdaBelief
         >>> w = keras.Variable([1.0])

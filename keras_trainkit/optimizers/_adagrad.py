@@ -39,7 +39,7 @@ class Adagrad(TrainkitOptimizer):
         Learning and Stochastic Optimization.
         https://jmlr.org/papers/v12/duchi11a.html
 
-    Example:
+    Examples:
         >>> import keras
         >>> from keras_trainkit.optimizers import Adagrad
         >>> w = keras.Variable([1.0])

@@ -60,7 +60,7 @@ class Adam(TrainkitOptimizer):
         Reddi, Kale & Kumar, 2018. On the Convergence of Adam and Beyond
         (AMSGrad). https://arxiv.org/abs/1904.09237
 
-    Example:
+    Examples:
         >>> import keras
         >>> from keras_trainkit.optimizers import Adam
         >>> w = keras.Variable([1.0])

@@ -59,7 +59,7 @@ class Adan(TrainkitOptimizer):
         Xie et al., 2022. Adan: Adaptive Nesterov Momentum Algorithm for
         Faster Optimizing Deep Models. https://arxiv.org/abs/2208.06677
 
-    Example:
+    Examples:
         >>> import keras
         >>> from keras_trainkit.optimizers import Adan
         >>> w = keras.Variable([1.0])

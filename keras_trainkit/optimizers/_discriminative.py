@@ -166,7 +166,7 @@ def discriminative_optimizer(model: keras.Model, optimizer: Any, groups: Sequenc
     Returns:
         A `DiscriminativeOptimizer` to pass to `model.compile()`.
 
-    Example:
+    Examples:
         >>> opt = discriminative_optimizer(model, keras.optimizers.Adam(1e-3),
         ...                                groups=["head", "block3", ["block2", "block1"]],
         ...                                decay=0.3)   # 1e-3, 3e-4, 9e-5

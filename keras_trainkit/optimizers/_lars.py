@@ -54,7 +54,7 @@ class LARS(TrainkitOptimizer):
         You, Gitman & Ginsburg, 2017. Large Batch Training of Convolutional
         Networks. https://arxiv.org/abs/1708.03888
 
-    Example:
+    Examples:
         >>> import keras
         >>> from keras_trainkit.optimizers import LARS
         >>> w = keras.Variable([3.0, 4.0])

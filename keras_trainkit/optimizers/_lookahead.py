@@ -62,7 +62,7 @@ class Lookahead(TrainkitOptimizer, WholeStepOptimizer):
         Zhang, Lucas, Hinton & Ba, 2019. Lookahead Optimizer: k steps forward,
         1 step back. https://arxiv.org/abs/1907.08610
 
-    Example:
+    Examples:
         >>> import keras
         >>> from keras_trainkit.optimizers import Lookahead
         >>> w = keras.Variable([0.0])

@@ -52,7 +52,7 @@ class NovoGrad(TrainkitOptimizer):
         Adaptive Moments for Training of Deep Networks.
         https://arxiv.org/abs/1905.11286
 
-    Example:
+    Examples:
         >>> import keras
         >>> from keras_trainkit.optimizers import NovoGrad
         >>> w = keras.Variable([1.0, 1.0])

@@ -65,7 +65,7 @@ class RAdam(TrainkitOptimizer):
         Liu et al., 2020. On the Variance of the Adaptive Learning Rate and
         Beyond. https://arxiv.org/abs/1908.03265
 
-    Example:
+    Examples:
         >>> import keras
         >>> from keras_trainkit.optimizers import RAdam
         >>> w = keras.Variable([1.0])

@@ -50,7 +50,7 @@ class RMSprop(TrainkitOptimizer):
         Graves, 2013. Generating Sequences With Recurrent Neural Networks
         (centered variant). https://arxiv.org/abs/1308.0850
 
-    Example:
+    Examples:
         >>> import keras
         >>> from keras_trainkit.optimizers import RMSprop
         >>> w = keras.Variable([1.0])

@@ -42,7 +42,7 @@ class SGD(TrainkitOptimizer):
         Sutskever et al., 2013. On the importance of initialization and
         momentum in deep learning. https://proceedings.mlr.press/v28/sutskever13.html
 
-    Example:
+    Examples:
         >>> import keras
         >>> from keras_trainkit.optimizers import SGD
         >>> w = keras.Variable([1.0, 2.0])

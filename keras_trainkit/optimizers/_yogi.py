@@ -54,7 +54,7 @@ class Yogi(TrainkitOptimizer):
         Zaheer et al., 2018. Adaptive Methods for Nonconvex Optimization.
         https://papers.nips.cc/paper/8186-adaptive-methods-for-nonconvex-optimization
 
-    Example:
+    Examples:
         >>> import keras
         >>> from keras_trainkit.optimizers import Yogi
         >>> w = keras.Variable([1.0])

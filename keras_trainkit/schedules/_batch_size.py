@@ -83,7 +83,7 @@ class BatchSizeDecay(BatchSizeSchedule):
         end_batch_size: `b_end`, an int in `[0, initial_batch_size]`.
             Defaults to `1`.
 
-    Example:
+    Examples:
         >>> s = BatchSizeDecay(128, decay_epochs=4, power=1.0, end_batch_size=0)
         >>> [s(e) for e in range(6)]
         [128, 96, 64, 32, 1, 1]
@@ -146,7 +146,7 @@ class BatchSizeIncrease(BatchSizeSchedule):
         Smith, Kindermans, Ying and Le, "Don't Decay the Learning Rate,
         Increase the Batch Size", ICLR 2018. https://arxiv.org/abs/1711.00489
 
-    Example:
+    Examples:
         >>> s = BatchSizeIncrease(32, factor=5, milestones=[2, 4, 6], max_batch_size=1000)
         >>> [s(e) for e in range(8)], [s.learning_rate_factor(e) for e in (5, 6)]
         ([32, 32, 160, 160, 800, 800, 1000, 1000], [1.0, 0.25])

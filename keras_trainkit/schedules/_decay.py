@@ -59,7 +59,7 @@ class StepDecay(Schedule):
             Defaults to `None`.
         name: Defaults to `"StepDecay"`.
 
-    Example:
+    Examples:
         >>> StepDecay(0.1, milestones=[2, 4], gamma=0.5)([0, 1, 2, 3, 4])
         array([0.1  , 0.1  , 0.05 , 0.05 , 0.025], dtype=float32)
     """

@@ -238,7 +238,7 @@ OneCycle.__doc__ = (
         Smith, 2018. A disciplined approach to neural network hyper-parameters:
         Part 1. https://arxiv.org/abs/1803.09820
 
-    Example:
+    Examples:
         >>> sched = OneCycle(0.1, total_steps=100)
         >>> sched([0, 29, 99, 150])  # initial, peak, min, held
         array([4.e-03, 1.e-01, 4.e-07, 4.e-07], dtype=float32)
@@ -305,7 +305,7 @@ OneCycleMomentum.__doc__ = (
             Defaults to `0.95`.""" + _PHASE_DOC + """
         name: Defaults to `"OneCycleMomentum"`.
 
-    Example:
+    Examples:
         >>> OneCycleMomentum(total_steps=100)([0, 29, 99, 150])
         array([0.95, 0.85, 0.95, 0.95], dtype=float32)
     """

@@ -62,7 +62,7 @@ class WarmUp(Schedule):
         Goyal et al., 2017. Accurate, Large Minibatch SGD: Training ImageNet in
         1 Hour. https://arxiv.org/abs/1706.02677
 
-    Example:
+    Examples:
         >>> sched = WarmUp(CosineDecay(0.1, decay_steps=1000), warmup_steps=100)
         >>> float(sched(50)), float(sched(100))
         (0.05, 0.1)
@@ -140,7 +140,7 @@ class JoinSchedules(Schedule):
         boundaries: `len(schedules) - 1` strictly increasing update counts >= 1.
         name: Defaults to `"JoinSchedules"`.
 
-    Example:
+    Examples:
         >>> sched = JoinSchedules([0.1, ExponentialDecay(0.1, 10, 0.5)], [5])
         >>> sched([0, 4, 5, 15])
         array([0.1 , 0.1 , 0.1 , 0.05], dtype=float32)

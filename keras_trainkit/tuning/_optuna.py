@@ -632,7 +632,7 @@ class OptunaSearch(TrainkitTunerMixin, keras_tuner.Tuner):
             `overwrite`, `executions_per_trial`, ...). Pruning needs
             `executions_per_trial=1`.
 
-    Example:
+    Examples:
         >>> import optuna
         >>> tuner = OptunaSearch(make_hypermodel(input_shape=(64,), num_classes=10, epochs=10),
         ...                      objective="val_accuracy", max_trials=30, seed=0,

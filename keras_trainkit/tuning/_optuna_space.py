@@ -68,7 +68,7 @@ def suggest_hyperparameters(trial: Any, hyperparameters: Any) -> dict[str, Any]:
         `{name: value}` of the active hyperparameters, in declaration order,
         ready for `keras_tuner.HyperParameters.values`.
 
-    Example:
+    Examples:
         >>> import keras_tuner, optuna
         >>> hp = keras_tuner.HyperParameters()
         >>> hp.Choice("optimizer", ["adam", "sgd"])
