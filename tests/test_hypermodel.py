@@ -124,6 +124,10 @@ def test_error_messages_echo_the_value_and_the_limit():
     image = {"conv_blocks": {"max_value": 4}}
     with pytest.raises(keras_tuner.errors.FatalValueError, match=r"conv_blocks.*from 0 to 3"):
         make_hypermodel((8, 8, 1), 10, search_space=image)
+    with pytest.raises(keras_tuner.errors.FatalValueError, match=r"filters_1.*positive number of filters.*min_value is 0"):
+        make_hypermodel((8, 8, 1), 10, search_space={"filters_1": {"min_value": 0}})
+    with pytest.raises(keras_tuner.errors.FatalValueError, match=r"units_0.*positive number of units.*value is -8"):
+        make_hypermodel((64,), 10, search_space={"units_0": -8})
     with pytest.raises(keras_tuner.errors.FatalValueError,
                        match=r"'val_auc'.*does not compile.*loss, accuracy, val_loss, val_accuracy"):
         make_hypermodel((64,), 10, objective="val_auc")

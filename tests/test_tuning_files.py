@@ -154,7 +154,7 @@ def test_grid_search_resumes_after_an_interrupted_trial(tmp_path, first):
 
 
 RESUME_SCRIPT = textwrap.dedent("""
-    import os, signal, sys
+    import json, os, signal, sys
     import keras, numpy as np
     from keras_trainkit.data import load_digits
     from keras_trainkit.tuning import GridSearch, make_hypermodel
@@ -178,9 +178,10 @@ RESUME_SCRIPT = textwrap.dedent("""
     best = tuner.get_best_models(1)[0]
     accuracy = float(np.mean(np.argmax(best.predict(xv[:100], verbose=0), 1) == yv[:100]))
     trials = tuner.oracle.trials.values()
-    print({"trials": sorted((t.hyperparameters["units_0"], t.hyperparameters["batch_size"], t.status)
-                            for t in trials), "best_score": tuner.oracle.get_best_trials(1)[0].score,
-           "reloaded_accuracy": accuracy})
+    print(json.dumps({"trials": sorted((t.hyperparameters["units_0"], t.hyperparameters["batch_size"], t.status)
+                                       for t in trials),
+                      "best_score": float(tuner.oracle.get_best_trials(1)[0].score),
+                      "reloaded_accuracy": accuracy}))
 """)
 
 
@@ -197,10 +198,10 @@ def test_a_search_killed_mid_trial_resumes_with_make_hypermodel(tmp_path):
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     resumed = run(0)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    out = eval(resumed.stdout.strip().splitlines()[-1])  # noqa: S307 - our own script's dict
+    out = json.loads(resumed.stdout.strip().splitlines()[-1])
     # Every grid point once, all completed: the killed trial was run again.
-    assert out["trials"] == [(8, 32, "COMPLETED"), (8, 64, "COMPLETED"), (16, 32, "COMPLETED"),
-                             (16, 64, "COMPLETED")]
+    assert out["trials"] == [[8, 32, "COMPLETED"], [8, 64, "COMPLETED"], [16, 32, "COMPLETED"],
+                             [16, 64, "COMPLETED"]]
     # The best trial's checkpoint loads and scores what the search recorded.
     assert out["reloaded_accuracy"] == pytest.approx(out["best_score"], abs=1e-6)
 
