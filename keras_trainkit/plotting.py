@@ -139,7 +139,7 @@ def plot_search(tuner: Any, path: str | None = None, hyperparameters: list[str] 
             is not in the search.
         ImportError: without matplotlib.
 
-    Example:
+    Examples:
         >>> tuner.search(x, y, validation_data=(x_val, y_val))
         >>> plot_search(tuner, path="search.png")
     """

@@ -84,3 +84,40 @@ def test_grid_search_oracle_state():
     # Keras Tuner 1.4.8 does not save the grid state (issue #1055): if it ever does, our
     # GridSearchOracle's extra "grid" entry can go.
     assert "ordered_ids" not in str(o.get_state()) and "populate_next" not in str(o.get_state())
+
+
+def test_oracle_create_trial_internals_for_optuna_oracle():
+    """`Oracle._retry_queue` (a list of trial ids), `_record_values(trial)`,
+    `_save_trial(trial)`, `_set_project_dir(directory, project_name)`, and the
+    public bookkeeping `ongoing_trials`, `tuner_ids`, `start_order`,
+    `end_order` that `OptunaOracle.create_trial` keeps as Keras Tuner's does."""
+    o = keras_tuner.oracles.RandomSearchOracle()
+    assert _kt_hooks.retry_queue(o) == [] and isinstance(_kt_hooks.retry_queue(o), list)
+    assert list(inspect.signature(oracle.Oracle._record_values).parameters) == ["self", "trial"]
+    assert list(inspect.signature(oracle.Oracle._set_project_dir).parameters) == ["self", "directory",
+                                                                                  "project_name"]
+    assert isinstance(o.ongoing_trials, dict) and isinstance(o.tuner_ids, set)
+    assert o.start_order == [] and o.end_order == []
+    source = inspect.getsource(oracle.Oracle)  # create_trial is wrapped by `synchronized`
+    for name in ("_retry_queue", "_record_values", "_save_trial", "_display.on_trial_begin", "start_order"):
+        assert name in source, name
+
+    seen = []
+
+    class Probe(_kt_hooks.ProjectDirHook, keras_tuner.oracles.RandomSearchOracle):
+        def on_project_dir(self, directory, project_name):
+            seen.append((directory, project_name))
+
+    Probe()._set_project_dir("d", "p")
+    assert seen == [("d", "p")]
+
+
+def test_synchronized_keeps_the_docstring_and_still_locks():
+    class O(keras_tuner.oracles.RandomSearchOracle):
+        @_kt_hooks.synchronized
+        def end_trial(self, trial):
+            """Doc kept."""
+            return super().end_trial(trial)
+
+    assert O.end_trial.__doc__ == "Doc kept." and O.end_trial.__name__ == "end_trial"
+    assert "LOCKS" in inspect.getsource(oracle.synchronized)

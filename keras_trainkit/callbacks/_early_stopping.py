@@ -137,7 +137,7 @@ class EarlyStopping(MonitorCallbackBase):
         direction: `"min"` or `"max"` once `monitor_op` is set, else `None`.
         best_weights: The best epoch's `model.get_weights()` (in memory mode).
 
-    Example:
+    Examples:
         >>> cb = EarlyStopping(monitor="val_loss", patience=3,
         ...                    restore_best_weights=True, check_finite=True)
         >>> model.fit(x, y, validation_split=0.2, epochs=100, callbacks=[cb])

@@ -35,6 +35,7 @@ class AtomicOracleMixin:
     """
 
     def save(self):
+        """Writes `oracle.json` atomically (the previous version survives a kill)."""
         _kt_hooks.write_json(_kt_hooks.oracle_file(self), self.get_state())
 
     def _save_trial(self, trial):  # Keras Tuner internal (see _kt_hooks)

@@ -67,9 +67,11 @@ class GeneticOracle(AtomicOracleMixin, keras_tuner.Oracle):
         elitism: Best trials always kept in the population, an int >= 0.
             Defaults to `2`.
         seed: Random seed (any int, 0 included); `None` draws one. Defaults to `None`.
-        hyperparameters, allow_new_entries, tune_new_entries,
-        max_retries_per_trial, max_consecutive_failed_trials: As for
-            `keras_tuner.Oracle`.
+        hyperparameters: As for `keras_tuner.Oracle`.
+        allow_new_entries: As for `keras_tuner.Oracle`.
+        tune_new_entries: As for `keras_tuner.Oracle`.
+        max_retries_per_trial: As for `keras_tuner.Oracle`.
+        max_consecutive_failed_trials: As for `keras_tuner.Oracle`.
     """
 
     def __init__(self, objective=None, max_trials=20, population_size=10, tournament_size=3,
@@ -281,15 +283,22 @@ class GeneticSearch(TrainkitTunerMixin, keras_tuner.Tuner):
             a metric the model compiles; a name's direction is inferred by
             `metric_direction`. Defaults to `None`.
         max_trials: Total number of trials. Defaults to `20`.
-        population_size, tournament_size, crossover_rate, mutation_rate,
-        mutation_scale, elitism, seed: See `GeneticOracle`.
-        hyperparameters, tune_new_entries, allow_new_entries,
-        max_retries_per_trial, max_consecutive_failed_trials: As for
-            `keras_tuner.RandomSearch`.
+        population_size: See `GeneticOracle`.
+        tournament_size: See `GeneticOracle`.
+        crossover_rate: See `GeneticOracle`.
+        mutation_rate: See `GeneticOracle`.
+        mutation_scale: See `GeneticOracle`.
+        elitism: See `GeneticOracle`.
+        seed: See `GeneticOracle`.
+        hyperparameters: As for `keras_tuner.RandomSearch`.
+        tune_new_entries: As for `keras_tuner.RandomSearch`.
+        allow_new_entries: As for `keras_tuner.RandomSearch`.
+        max_retries_per_trial: As for `keras_tuner.RandomSearch`.
+        max_consecutive_failed_trials: As for `keras_tuner.RandomSearch`.
         **kwargs: `keras_tuner.Tuner` arguments (`directory`, `project_name`,
             `overwrite`, `executions_per_trial`, ...).
 
-    Example:
+    Examples:
         >>> tuner = GeneticSearch(make_hypermodel(input_shape=(64,), num_classes=10),
         ...                       objective="val_accuracy", max_trials=30, seed=0)
         >>> tuner.search(x, y, validation_data=(x_val, y_val), epochs=10)

@@ -58,8 +58,9 @@ class GridSearchOracle(AtomicOracleMixin, keras_tuner.oracles.GridSearchOracle):
             ordered.insert(position, trial_id)
         _kt_hooks.set_grid_state(self, {"ordered_ids": ordered, "populate_next": list(self.end_order)})
 
-    @keras_tuner.synchronized
+    @_kt_hooks.synchronized
     def end_trial(self, trial):
+        """Ends the trial, then saves the grid's queue with the oracle."""
         super().end_trial(trial)
         # Keras Tuner queues the trial after its own save: save the queue too.
         self.save()
@@ -80,9 +81,11 @@ class GridSearch(TrainkitTunerMixin, keras_tuner.Tuner):
             Defaults to `None`.
         max_trials: Trials at most; `None` runs the whole grid. Defaults to `None`.
         seed: Random seed. Defaults to `None`.
-        hyperparameters, tune_new_entries, allow_new_entries,
-        max_retries_per_trial, max_consecutive_failed_trials: As for
-            `keras_tuner.GridSearch`.
+        hyperparameters: As for `keras_tuner.GridSearch`.
+        tune_new_entries: As for `keras_tuner.GridSearch`.
+        allow_new_entries: As for `keras_tuner.GridSearch`.
+        max_retries_per_trial: As for `keras_tuner.GridSearch`.
+        max_consecutive_failed_trials: As for `keras_tuner.GridSearch`.
         **kwargs: `keras_tuner.Tuner` arguments (`directory`, `project_name`,
             `overwrite`, `executions_per_trial`, ...).
     """

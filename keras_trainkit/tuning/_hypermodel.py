@@ -384,7 +384,7 @@ def make_hypermodel(input_shape: tuple[int, ...], num_classes: int | None = None
         keras_tuner.errors.FatalValueError: (a `ValueError`) for a bad
             configuration, before any search starts, naming the argument.
 
-    Example:
+    Examples:
         >>> hm = make_hypermodel((64,), 10, search_space={"num_layers": [1, 2]})
         >>> tuner = GeneticSearch(hm, objective=hm.objective, max_trials=20)
         >>> tuner.search(x, y, validation_data=(x_val, y_val), epochs=5)

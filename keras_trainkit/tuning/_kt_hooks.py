@@ -124,6 +124,33 @@ def set_oracle_display(oracle, display) -> None:
     oracle._display = display
 
 
+def retry_queue(oracle) -> list[str]:
+    """The ids of trials queued to run again (`Oracle._retry_queue`, a list it mutates)."""
+    return oracle._retry_queue
+
+
+def record_values(oracle, trial) -> None:
+    """Marks a trial's values as tried (`Oracle._record_values`: no duplicate trials)."""
+    oracle._record_values(trial)
+
+
+def save_trial(oracle, trial) -> None:
+    """Writes `trial.json` (`Oracle._save_trial`; atomic with `AtomicOracleMixin`)."""
+    oracle._save_trial(trial)
+
+
+class ProjectDirHook:
+    """Oracle mixin: `on_project_dir(directory, project_name)` runs after Keras
+    Tuner sets the oracle's project directory (`Oracle._set_project_dir`)."""
+
+    def on_project_dir(self, directory: str, project_name: str) -> None:
+        """Called once the project directory is known."""
+
+    def _set_project_dir(self, directory, project_name):  # Keras Tuner internal
+        super()._set_project_dir(directory, project_name)
+        self.on_project_dir(directory, project_name)
+
+
 def grid_state(oracle) -> dict[str, Any]:
     """`GridSearchOracle`'s unsaved state (issue #1055) as JSON-able lists."""
     linked = oracle._ordered_ids
@@ -190,3 +217,14 @@ def checkpoint_write_path(callback) -> str:
 def plain_checkpoint_save(callback) -> None:
     """Keras Tuner's own `SaveBestEpoch._save_model` (non-atomic)."""
     SaveBestEpoch._save_model(callback)
+
+
+def synchronized(func: Any) -> Any:
+    """`keras_tuner.synchronized` (one oracle call at a time across gRPC
+    threads) keeping the method's name and docstring, which Keras Tuner's
+    wrapper drops."""
+    import functools
+
+    import keras_tuner
+
+    return functools.update_wrapper(keras_tuner.synchronized(func), func)

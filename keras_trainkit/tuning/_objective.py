@@ -98,7 +98,7 @@ def metric_direction(metric: Any) -> str | None:
     Returns:
         `"min"`, `"max"` or `None`.
 
-    Example:
+    Examples:
         >>> metric_direction("val_root_mean_squared_error")
         'min'
         >>> metric_direction(keras.metrics.F1Score(name="f1"))

@@ -23,6 +23,7 @@ from typing import Any
 import keras_tuner
 from keras_tuner.engine import trial as trial_module
 
+from keras_trainkit.tuning import _kt_hooks
 from keras_trainkit.tuning._atomic import AtomicOracleMixin
 from keras_trainkit.tuning._errors import fatal
 from keras_trainkit.tuning._optuna_space import (
@@ -79,7 +80,7 @@ class ParetoTrial:
     values: dict[str, float]
 
 
-class OptunaOracle(AtomicOracleMixin, keras_tuner.Oracle):
+class OptunaOracle(_kt_hooks.ProjectDirHook, AtomicOracleMixin, keras_tuner.Oracle):
     """A Keras Tuner oracle whose trials are the trials of an `optuna.Study`.
 
     Each `create_trial` asks the study for a trial and samples the Keras
@@ -240,8 +241,8 @@ class OptunaOracle(AtomicOracleMixin, keras_tuner.Oracle):
             self._study = self._open_study()
         return self._study
 
-    def _set_project_dir(self, directory, project_name):
-        super()._set_project_dir(directory, project_name)
+    def on_project_dir(self, directory, project_name):
+        """Remembers the project: the default study is named after it and stored in it."""
         self._study_dir = (os.path.abspath(os.path.join(str(directory), project_name)), project_name)
 
     def _resolved_name(self):
@@ -322,7 +323,7 @@ class OptunaOracle(AtomicOracleMixin, keras_tuner.Oracle):
         return f"{number:0{len(str(self.max_trials))}d}"
 
     # -- trials -----------------------------------------------------------------------
-    @keras_tuner.synchronized
+    @_kt_hooks.synchronized
     def create_trial(self, tuner_id):
         """The next trial for `tuner_id`: a new trial of the Optuna study, its
         hyperparameters sampled define-by-run (or the tuner's ongoing one)."""
@@ -333,24 +334,24 @@ class OptunaOracle(AtomicOracleMixin, keras_tuner.Oracle):
             self.save()  # the project's owner id is on disk before any Optuna trial carries it
         if not self._reconciled:
             self._reconcile()
-        if self._retry_queue:
-            trial = self.trials[self._retry_queue.pop()]
+        if _kt_hooks.retry_queue(self):
+            trial = self.trials[_kt_hooks.retry_queue(self).pop()]
             trial.status = _RUNNING
             self.ongoing_trials[tuner_id] = trial
             self.save()
-            self._display.on_trial_begin(trial)
+            _kt_hooks.oracle_display(self).on_trial_begin(trial)
             return trial
         trial = self._new_trial()
         if trial is None:
             self.tuner_ids.discard(tuner_id)
             return trial_module.Trial(self.hyperparameters.copy(), status=_STOPPED)
-        self._record_values(trial)
+        _kt_hooks.record_values(self, trial)
         self.ongoing_trials[tuner_id] = trial
         self.trials[trial.trial_id] = trial
         self.start_order.append(trial.trial_id)
-        self._save_trial(trial)
+        _kt_hooks.save_trial(self, trial)
         self.save()
-        self._display.on_trial_begin(trial)
+        _kt_hooks.oracle_display(self).on_trial_begin(trial)
         return trial
 
     def _counted(self, trials):
@@ -390,7 +391,7 @@ class OptunaOracle(AtomicOracleMixin, keras_tuner.Oracle):
     def populate_space(self, trial_id):  # pragma: no cover - create_trial does the sampling
         raise NotImplementedError("OptunaOracle samples in create_trial, through its study.")
 
-    @keras_tuner.synchronized
+    @_kt_hooks.synchronized
     def update_trial(self, trial_id, metrics, step=0):
         """Records an epoch's metrics; with the objective's report marker, also
         reports to the Optuna trial and answers STOPPED when the pruner prunes."""
@@ -416,7 +417,7 @@ class OptunaOracle(AtomicOracleMixin, keras_tuner.Oracle):
             return trial_module.Trial(trial.hyperparameters, trial_id=trial_id, status=_STOPPED)
         return trial_module.Trial(trial.hyperparameters, trial_id=trial_id, status=_RUNNING)
 
-    @keras_tuner.synchronized
+    @_kt_hooks.synchronized
     def end_trial(self, trial):
         """Ends the Keras Tuner trial and tells the Optuna study its result
         (COMPLETE, PRUNED or FAIL)."""
@@ -428,7 +429,7 @@ class OptunaOracle(AtomicOracleMixin, keras_tuner.Oracle):
                 if ended.trial_id in self._pruned and ended.status == _COMPLETED:
                     ended.message = (f"Pruned by {type(self.pruner).__name__} after step "
                                      f"{self._pruned[ended.trial_id]}.")
-                    self._save_trial(ended)
+                    _kt_hooks.save_trial(self, ended)
                 self._tell(ended)
                 self._live.pop(ended.trial_id, None)
 
@@ -533,8 +534,8 @@ class OptunaOracle(AtomicOracleMixin, keras_tuner.Oracle):
             self.trials[trial_id] = trial
             self._numbers[trial_id] = number
             self._live[trial_id] = live
-            self._record_values(trial)
-            self._save_trial(trial)
+            _kt_hooks.record_values(self, trial)
+            _kt_hooks.save_trial(self, trial)
             changed = True
         ongoing = {t.trial_id for t in self.ongoing_trials.values()}
         for trial_id, trial in sorted(self.trials.items()):
@@ -542,8 +543,8 @@ class OptunaOracle(AtomicOracleMixin, keras_tuner.Oracle):
             if trial.status == _RUNNING and trial_id not in ongoing:
                 if ft is not None and ft.state != state.RUNNING:
                     continue  # pragma: no cover - results are told after Keras Tuner saves them
-                if trial_id not in self._retry_queue:
-                    self._retry_queue.append(trial_id)
+                if trial_id not in _kt_hooks.retry_queue(self):
+                    _kt_hooks.retry_queue(self).append(trial_id)
                 if trial_id not in self.start_order:
                     self.start_order.append(trial_id)
                 changed = True

@@ -64,7 +64,7 @@ def register_optimizer(name: str, factory: OptimizerFactory, *, overwrite: bool 
             `overwrite=True`, or a factory that is not callable with
             `(learning_rate, hp)`.
 
-    Example:
+    Examples:
         >>> register_optimizer("sgd_nesterov", lambda lr, hp: keras.optimizers.SGD(
         ...     lr, momentum=0.9, nesterov=True))
         >>> hm = make_hypermodel((64,), 10, search_space={"optimizer": ["adam", "sgd_nesterov"]})

@@ -101,6 +101,7 @@ class TrainkitTunerMixin:
 
     # -- atomic files ---------------------------------------------------------------
     def save(self):
+        """Writes the oracle (chief only) and the tuner state atomically."""
         if not _kt_hooks.tuner_is_worker(self):
             self.oracle.save()
         _kt_hooks.write_json(_kt_hooks.tuner_file(self), self.get_state())
@@ -118,6 +119,8 @@ class TrainkitTunerMixin:
 
     # -- search -----------------------------------------------------------------------
     def search(self, *fit_args, **fit_kwargs):
+        """Keras Tuner's `search`, with the progress display and `SearchFailedError`
+        when every trial failed."""
         verbose = fit_kwargs.get("verbose", 1)
         self._trainkit_verbose = 1 if verbose == "auto" else verbose
         with fatal():
@@ -181,6 +184,7 @@ class TrainkitTunerMixin:
 
     # -- per-worker progress lines ------------------------------------------------------
     def on_trial_begin(self, trial):
+        """Keras Tuner's, plus a one-line trial header in distributed workers."""
         super().on_trial_begin(trial)
         if _kt_hooks.tuner_is_worker(self) and self._trainkit_verbose:
             self._trial_started[trial.trial_id] = time.monotonic()
@@ -188,6 +192,7 @@ class TrainkitTunerMixin:
             print(f"[{self.tuner_id}] Trial {trial.trial_id} started: {values}", flush=True)
 
     def on_trial_end(self, trial):
+        """Keras Tuner's, plus a one-line result in distributed workers."""
         if _kt_hooks.tuner_is_worker(self) and self._trainkit_verbose:
             took = time.monotonic() - self._trial_started.pop(trial.trial_id, time.monotonic())
             print(f"[{self.tuner_id}] Trial {trial.trial_id} ended ({trial.status}) after "
