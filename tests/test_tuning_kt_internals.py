@@ -113,11 +113,11 @@ def test_oracle_create_trial_internals_for_optuna_oracle():
 
 
 def test_synchronized_keeps_the_docstring_and_still_locks():
-    class O(keras_tuner.oracles.RandomSearchOracle):
+    class Synchronized(keras_tuner.oracles.RandomSearchOracle):
         @_kt_hooks.synchronized
         def end_trial(self, trial):
             """Doc kept."""
             return super().end_trial(trial)
 
-    assert O.end_trial.__doc__ == "Doc kept." and O.end_trial.__name__ == "end_trial"
+    assert Synchronized.end_trial.__doc__ == "Doc kept." and Synchronized.end_trial.__name__ == "end_trial"
     assert "LOCKS" in inspect.getsource(oracle.synchronized)
