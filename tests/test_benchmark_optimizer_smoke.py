@@ -29,9 +29,9 @@ def _load():
 def test_smoke_mode_prints_a_table_and_writes_json(tmp_path, capsys):
     benchmark = _load()
     out = tmp_path / "speed.json"
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: what other jobs on the machine do not inflate
     payload = benchmark.main(["--smoke", "--out", str(out)])
-    assert time.perf_counter() - start < 20
+    assert time.process_time() - start < 20
 
     table = capsys.readouterr().out
     assert table.startswith("| optimizer | baseline |")
