@@ -151,7 +151,7 @@ def test_every_tuning_optimizer_trains_with_every_schedule_of_the_search_space()
     def hp_for(name, schedule):
         hp = keras_tuner.HyperParameters()
         for key, value in {"optimizer": name, "lr_schedule": schedule, "learning_rate": 0.01,
-                           "num_layers": 1, "batch_size": 8}.items():
+                           "num_layers": 1, "batch_size": 16}.items():
             hp.Fixed(key, value)
         return hp
 
@@ -166,7 +166,7 @@ def test_every_tuning_optimizer_trains_with_every_schedule_of_the_search_space()
             history = hypermodel.fit(hp, model, x, y, verbose=0, shuffle=False, callbacks=[rec])
             assert np.isfinite(history.history["loss"]).all(), (name, schedule)
             rates = [row[0][1] for row in rec.seen]
-            assert len(rates) == 4 and max(rates) <= 0.01 + 1e-9, (name, schedule, rates)
+            assert len(rates) == 2 and max(rates) <= 0.01 + 1e-9, (name, schedule, rates)
             if schedule != "constant":
                 assert rates[-1] < rates[0] or rates[0] < 0.01, (name, schedule, rates)
     for name in ("adam", "lookahead_adam"):  # compiled steps too (a plain optimizer, a wrapper)
