@@ -1,5 +1,6 @@
-"""MkDocs hook: the site's home page is the README, with its links pointed
-into the site (so the two never drift apart)."""
+"""MkDocs hook: the site's home page is README.md and its benchmarks page is
+BENCHMARKS.md, with their links pointed into the site (so the two files the
+repository shows at its top and the site never drift apart)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,16 @@ def readme_as_home() -> str:
         "are in the navigation.\n")
 
 
+def benchmarks_page() -> str:
+    """BENCHMARKS.md with `docs/x.md` links as `x.md`."""
+    with open(os.path.join(ROOT, "BENCHMARKS.md"), encoding="utf-8") as f:
+        return f.read().replace("](docs/", "](")
+
+
 def on_page_markdown(markdown, page, config, files):
-    """Replaces the placeholder `docs/index.md` with the README."""
+    """Replaces the placeholders `docs/index.md` and `docs/benchmarks.md`."""
     if page.file.src_uri == "index.md":
         return readme_as_home()
+    if page.file.src_uri == "benchmarks.md":
+        return benchmarks_page()
     return markdown
