@@ -15,6 +15,14 @@
 Tuners: `genetic`, `random`, `bayesian`, `hyperband`, and OptunaSearch with
 the TPE or CMA-ES sampler (`optuna-tpe`, `optuna-cmaes`), with a
 MedianPruner in the digits suite (`optuna-tpe-pruned`, `optuna-cmaes-pruned`).
+Ray Tune (digits suite, `keras_trainkit.tuning.ray_tune`, on a local
+`ray.init(num_cpus=2)`): `ray-asha` (random search with
+`ASHAScheduler(max_t=epochs, grace_period=1, reduction_factor=3)`, `--trials`
+trials) and `ray-pbt` (`PopulationBasedTraining` of `--pbt-population`
+members, each trained for `trials * epochs / population` epochs, so the same
+epoch budget, perturbing learning_rate, dropout and l2 every
+`--pbt-interval` epochs). Ray's trials run two at a time and are not seeded
+inside (the search and PBT's explore step are).
 Optuna runs on an in-memory storage here (the default journal file adds its
 writes to the oracle time).
 
@@ -48,9 +56,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 CHECKPOINTS = (10, 25, 50, 100, 200)  # regret after this many trials (the synthetic suite)
 TUNERS = ("genetic", "random", "bayesian", "hyperband", "optuna-tpe", "optuna-cmaes",
-          "optuna-tpe-pruned", "optuna-cmaes-pruned")
+          "optuna-tpe-pruned", "optuna-cmaes-pruned", "ray-asha", "ray-pbt")
 # Pruning needs epochs: the synthetic suite runs the unpruned Optuna samplers only.
-DEFAULT_TUNERS = {"synthetic": TUNERS[:6], "digits": TUNERS}
+# Ray Tune runs (`ray-*`, digits only) are asked for by name.
+DEFAULT_TUNERS = {"synthetic": TUNERS[:6], "digits": TUNERS[:8]}
 
 
 def optuna_kwargs(kind, seed):
@@ -204,6 +213,56 @@ def _curve(fits):
     return out
 
 
+def _ray_search(kind, seed, args, data):
+    """One Ray Tune search on digits; returns its curve in the order epochs ended."""
+    import random
+
+    import _ray_helpers
+    import ray
+    from ray import tune
+    from ray.tune.search import BasicVariantGenerator
+
+    from keras_trainkit.tuning import make_hypermodel
+    from keras_trainkit.tuning.ray_tune import param_space, trainable, tune_config
+
+    if not ray.is_initialized():
+        ray.cloudpickle.register_pickle_by_value(_ray_helpers)  # the epoch log, in the workers
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    x, y, xv, yv = data
+    random.seed(seed)  # PBT's explore step
+    if kind == "ray-asha":
+        epochs, samples = args.epochs, args.trials
+        scheduler = tune.schedulers.ASHAScheduler(max_t=epochs, grace_period=1, reduction_factor=3)
+    else:
+        samples = args.pbt_population
+        epochs = args.trials * args.epochs // samples  # the same epoch budget
+        scheduler = tune.schedulers.PopulationBasedTraining(
+            time_attr="training_iteration", perturbation_interval=args.pbt_interval,
+            hyperparam_mutations={"learning_rate": tune.loguniform(1e-4, 1e-1),
+                                  "dropout": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5],
+                                  "l2": tune.loguniform(1e-8, 1e-2)})
+    hypermodel = make_hypermodel((64,), 10, epochs=epochs, early_stopping_patience=None)
+    with tempfile.TemporaryDirectory() as d:
+        log = os.path.join(d, "epochs")
+        os.makedirs(log)
+        tuner = tune.Tuner(
+            trainable(hypermodel, x, y, validation_data=(xv, yv),
+                      callbacks=[_ray_helpers.RateRecorder(log, per_update=False)]),
+            param_space=param_space(hypermodel),
+            tune_config=tune_config(hypermodel, num_samples=samples, reuse_actors=True, scheduler=scheduler,
+                                    search_alg=BasicVariantGenerator(random_state=seed + 1)),
+            run_config=tune.RunConfig(storage_path=d, verbose=0))
+        grid = tuner.fit()
+        if grid.errors:
+            raise RuntimeError(f"{kind} seed {seed}: {len(grid.errors)} trials failed: {grid.errors[0]}")
+        records = sorted(_ray_helpers.read_epochs(log), key=lambda r: r["time"])
+    curve, best = [], float("-inf")
+    for i, record in enumerate(records, 1):
+        best = max(best, record["val_accuracy"])
+        curve.append((i, best))
+    return curve
+
+
 def digits(args):
     import keras
     import keras_tuner
@@ -221,6 +280,11 @@ def digits(args):
         runs[kind] = []
         for seed in range(args.seeds):
             keras.utils.set_random_seed(seed)  # weights and shuffling: the same for every tuner
+            if kind.startswith("ray-"):
+                runs[kind].append(_ray_search(kind, seed, args, (x, y, xv, yv)))
+                print(f"digits {kind} seed {seed}: best {runs[kind][-1][-1][1]:.4f} after "
+                      f"{runs[kind][-1][-1][0]} epochs", flush=True)
+                continue
             with tempfile.TemporaryDirectory() as d:
                 if kind.startswith("optuna"):
                     tuner = OptunaSearch(hypermodel, objective=objective, max_trials=args.trials, directory=d,
@@ -269,6 +333,8 @@ def main(argv=None):
     parser.add_argument("--trials", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--tuners", default=None, help="comma-separated; default: all of the suite's")
+    parser.add_argument("--pbt-population", type=int, default=4, help="ray-pbt: members")
+    parser.add_argument("--pbt-interval", type=int, default=2, help="ray-pbt: epochs between perturbations")
     parser.add_argument("--smoke", action="store_true", help="2 seeds, a few trials")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -276,6 +342,9 @@ def main(argv=None):
     unknown = set(args.tuners) - set(TUNERS)
     if unknown:
         raise ValueError(f"Argument `--tuners` has unknown names {sorted(unknown)}; choose from {TUNERS}.")
+    if args.suite == "synthetic" and any(t.startswith("ray-") for t in args.tuners):
+        raise ValueError(f"Argument `--tuners`: the Ray Tune runs train; the synthetic suite does not. "
+                         f"Received: --tuners={','.join(args.tuners)}")
     if args.suite == "synthetic" and any(t.endswith("-pruned") for t in args.tuners):
         raise ValueError(f"Argument `--tuners`: pruning needs epochs; the synthetic suite has none. "
                          f"Received: --tuners={','.join(args.tuners)}")

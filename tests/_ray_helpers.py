@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 
 import keras
 import numpy as np
@@ -42,34 +43,41 @@ class FakeSession:
 
 class RateRecorder(keras.callbacks.Callback):
     """Appends `{trial, t: update count, lr: rate of this update, pid}` before every
-    update, and `{trial, epoch: epochs completed, pid}` at every epoch end, to a
-    JSON-lines file per process (concurrent trials never interleave)."""
+    update (unless `per_update=False`), and `{trial, epoch: epochs completed,
+    val_accuracy, time, pid}` at every epoch end, to a JSON-lines file per process
+    (concurrent trials never interleave). Also used by the Ray suite of
+    benchmarks/search_efficiency.py to count epochs."""
 
-    def __init__(self, directory, tag=None):
+    def __init__(self, directory, tag=None, per_update=True):
         super().__init__()
         self.directory = str(directory)
         self.tag = tag
+        self.per_update = per_update
 
     def _write(self, record):
-        tag = self.tag
+        tag, node = self.tag, None
         if tag is None:
             try:
+                import ray
                 from ray import tune
 
                 tag = tune.get_context().get_trial_id()
+                node = ray.get_runtime_context().get_node_id()
             except Exception:  # noqa: BLE001 - outside Ray
                 tag = "local"
-        record = {"trial": tag, **record, "pid": os.getpid()}
+        record = {"trial": tag, **record, "pid": os.getpid(), "node": node}
         with open(os.path.join(self.directory, f"rates-{os.getpid()}.jsonl"), "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def on_train_batch_begin(self, batch, logs=None):
+        if not self.per_update:
+            return
         optimizer = self.model.optimizer
         self._write({"t": int(keras.ops.convert_to_numpy(optimizer.iterations)),
                      "lr": float(keras.ops.convert_to_numpy(optimizer.learning_rate))})
 
     def on_epoch_end(self, epoch, logs=None):
-        self._write({"epoch": epoch + 1})
+        self._write({"epoch": epoch + 1, "val_accuracy": (logs or {}).get("val_accuracy"), "time": time.time()})
 
 
 def _records(directory):

@@ -8,6 +8,7 @@ update count, and a simulated two-node cluster."""
 from __future__ import annotations
 
 import gc
+import json
 import math
 import os
 import subprocess
@@ -242,10 +243,13 @@ def test_bad_input_is_refused_before_any_trial(digits):
     with pytest.raises(FatalValueError, match="Pass `seed` or a seeded `sampler`, not both"):
         rt.search_alg(hm, optuna.samplers.RandomSampler(), seed=1)
     config = rt.tune_config(hm, num_samples=3)
-    assert (config.metric, config.mode, config.num_samples) == ("val_accuracy", "max", 3)
+    assert (config.metric, config.mode, config.num_samples, config.reuse_actors) == ("val_accuracy", "max", 3, True)
     assert rt.tune_config(EveryKind(), metric="val_mae").mode == "min"
     scheduler = tune.schedulers.ASHAScheduler(metric="val_loss", mode="min")
     assert rt.tune_config(hm, scheduler=scheduler).metric is None  # the scheduler's own, checked
+    # A searcher's own metric is checked, and the TuneConfig still gives the scheduler one.
+    assert rt.tune_config(hm, search_alg=rt.search_alg(hm), scheduler=tune.schedulers.ASHAScheduler()).metric \
+        == "val_accuracy"
 
 
 def test_import_is_light_and_ray_is_an_extra():
@@ -540,3 +544,31 @@ def test_pbt_exploit_continues_at_the_cloned_update_count(ray_cluster, tmp_path,
     td = np.array([r["t"] for r in d])
     np.testing.assert_array_equal(np.unique(td), np.arange(3 * n))
     np.testing.assert_allclose([r["lr"] for r in d], closed_form_rate(td, 0.01, total, warmup), rtol=1e-5)
+
+
+@pytest.mark.long
+def test_search_on_a_two_node_cluster(tmp_path):
+    """Ray's simulated cluster (a head and a worker node, one CPU each) in its own
+    process: the two trials of a define-by-run search (search_alg) run one on each
+    node and finish; conditional hyperparameters appear only where active."""
+    out = subprocess.run([sys.executable, os.path.join(HERE, "_ray_cluster_worker.py"), str(tmp_path)],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["errors"] == [] and report["epochs"] == [2, 2]
+    assert len(report["nodes"]) == 2
+    assert sorted(report["trial_nodes"].values()) == report["nodes"]  # one trial on each node
+    for config in report["configs"]:
+        assert ("units_1" in config) == (config["num_layers"] == 2)
+        assert ("sgd_momentum" in config) == (config["optimizer"] == "sgd")
+
+
+@pytest.mark.long
+def test_example_script_runs(tmp_path):
+    script = os.path.join(os.path.dirname(HERE), "examples", "tune_digits_ray.py")
+    out = subprocess.run([sys.executable, script, "--trials", "2", "--epochs", "2", "--optuna",
+                          "--storage", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    best = float(out.stdout.split("best val_accuracy ")[1].split()[0])
+    reloaded = float(out.stdout.split("reloaded best model: val_accuracy ")[1].split()[0])
+    assert 0.1 < best <= 1 and reloaded >= best - 1e-4  # the best epoch kept by EarlyStopping

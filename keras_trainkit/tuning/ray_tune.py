@@ -202,7 +202,8 @@ def tune_config(hypermodel: Any, *, metric: str | None = None, mode: str | None 
     does not log would fail only after the first epoch of the first trial.
     This checks it (and the mode against the metric's direction) at once. A
     `scheduler` or `search_alg` created with their own `metric` are checked
-    too; then the `TuneConfig` does not repeat it (Ray refuses both).
+    too; a scheduler's is then not repeated in the `TuneConfig` (Ray refuses
+    a metric in both).
 
     Args:
         hypermodel: A `keras_tuner.HyperModel`.
@@ -211,7 +212,9 @@ def tune_config(hypermodel: Any, *, metric: str | None = None, mode: str | None 
         mode: `"min"` or `"max"`. Defaults to `None` (the objective's
             direction, or the metric's inferred one).
         **kwargs: Other `ray.tune.TuneConfig` arguments (`num_samples`,
-            `scheduler`, `search_alg`, `reuse_actors`, ...).
+            `scheduler`, `search_alg`, ...). `reuse_actors` defaults to
+            `True` here (Ray's default is `False`): a trial then runs in a
+            worker that has already imported TensorFlow.
 
     Returns:
         A `ray.tune.TuneConfig`.
@@ -227,18 +230,19 @@ def tune_config(hypermodel: Any, *, metric: str | None = None, mode: str | None 
     tune = _require_ray()
     from keras_trainkit.tuning._ray_space import check_hypermodel, check_metric
 
+    kwargs.setdefault("reuse_actors", True)
     with _fatal():
         check_hypermodel(hypermodel)
         logged = _logged(hypermodel)
-        own = False
+        scheduler_metric = False
         for what in ("scheduler", "search_alg"):
             obj = kwargs.get(what)
             their_metric = getattr(obj, "metric", None)
             if isinstance(their_metric, str) and their_metric != "_metric":
                 check_metric(hypermodel, logged, their_metric, getattr(obj, "mode", None))
-                own = True
-        if own and metric is None and mode is None:
-            return tune.TuneConfig(**kwargs)
+                scheduler_metric = scheduler_metric or what == "scheduler"
+        if scheduler_metric and metric is None and mode is None:
+            return tune.TuneConfig(**kwargs)  # Ray refuses a metric in both
         metric, mode = check_metric(hypermodel, logged, metric, mode)
     return tune.TuneConfig(metric=metric, mode=mode, **kwargs)
 
