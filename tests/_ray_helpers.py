@@ -95,8 +95,8 @@ def read_rates(directory):
 
 
 def read_epochs(directory):
-    """The epoch-end records of `RateRecorder` in `directory`, in file order per process."""
-    return [r for r in _records(directory) if "epoch" in r]
+    """The epoch-end records of `RateRecorder` in `directory`, in the order they were written."""
+    return sorted((r for r in _records(directory) if "epoch" in r), key=lambda r: r["time"])
 
 
 class KillOnce(keras.callbacks.Callback):
