@@ -16,6 +16,7 @@ other jobs on a shared machine does not inflate.
     python benchmarks/callback_overhead.py --model cnn
     python benchmarks/callback_overhead.py --configs lr,gradnorm100
     python benchmarks/callback_overhead.py --smoke            # seconds, for the tests
+    KERAS_BACKEND=jax python benchmarks/callback_overhead.py --configs stack   # any backend
 """
 
 from __future__ import annotations
@@ -127,10 +128,12 @@ def main(argv=None):
     names = config_names(args.configs)
     if "bare" not in names:
         names.insert(0, "bare")
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                   f"callback_overhead_{args.model}.json")
-
     import keras
+
+    backend = keras.backend.backend()
+    suffix = "" if backend == "tensorflow" else f"_{backend}"
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                   f"callback_overhead_{args.model}{suffix}.json")
 
     x, y = load_data(args.model, args.smoke, args.tile)
 
@@ -154,7 +157,7 @@ def main(argv=None):
     results = paired_ratios({CONFIGS[n]: run(n) for n in names}, CONFIGS["bare"], args.repeats)
     table = markdown_table(results, CONFIGS["bare"])
     print(table)
-    write_json(out, {"benchmark": "callback_overhead", "model": args.model, "machine": machine(),
+    write_json(out, {"benchmark": "callback_overhead", "model": args.model, "backend": backend, "machine": machine(),
                      "repeats": args.repeats, "epochs": args.epochs, "batch_size": args.batch_size,
                      "command": "python benchmarks/callback_overhead.py " + " ".join(argv or sys.argv[1:]),
                      "results": results, "table": table})

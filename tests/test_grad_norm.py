@@ -363,3 +363,20 @@ def test_multi_optimizer_and_trainkit_optimizers(tmp_path, kind):
     grads = [g.numpy() for g in tape.gradient(loss, fresh.trainable_variables)]
     assert norms[0] == pytest.approx(global_norm(grads), rel=1e-5)
     assert np.isfinite(history.history["grad_norm"]).all()
+
+
+def test_tensorflow_free_writer_writes_the_same_bytes_as_tensorflow(tmp_path):
+    """Without TensorFlow imported (the jax and torch backends), event files are
+    written by tensorboard's own record writer: the same TFRecord bytes."""
+    from keras_trainkit.callbacks import _summaries
+
+    records = _summaries.scalar_events(1.5, np.arange(1, 300), "grad_norm", np.linspace(0, 3, 299))
+    writer = _summaries._TensorBoardFile(str(tmp_path / "tensorboard"))
+    reference = tf.io.TFRecordWriter(str(tmp_path / "tensorflow"))
+    for record in records:
+        writer.write(record)
+        reference.write(record)
+    writer.close()
+    reference.close()
+    assert (tmp_path / "tensorboard").read_bytes() == (tmp_path / "tensorflow").read_bytes()
+    assert len(list(tf.data.TFRecordDataset(str(tmp_path / "tensorboard")))) == 299

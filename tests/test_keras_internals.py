@@ -418,5 +418,66 @@ def test_no_module_outside_the_hooks_touches_keras_internals():
     assert found == []
 
 
+# -- GradientNormLogger: state threaded through JAX's stateless step ----------------------
+def test_model_metrics_list_feeds_metrics_variables_and_is_not_saved(tmp_path):
+    """`Model._metrics`: a metric appended there is in `model.metrics` (so in
+    `reset_metrics()` and `get_metrics_result()`) and its variables in
+    `model.metrics_variables`; saving skips it."""
+
+    class Probe(keras.metrics.Metric):
+        def __init__(self):
+            super().__init__(name="probe")
+            self.total = self.add_variable(shape=(2,), initializer="zeros", name="total")
+
+        def update_state(self, *args, **kwargs):
+            pass
+
+        def result(self):
+            return {}
+
+    model, probe = _tiny(), Probe()
+    x, y = _xy()
+    model.fit(x, y, verbose=0)
+    count = len(model.metrics_variables)
+    hooks.add_model_metric(model, probe)
+    assert model.metrics[-1] is probe and model.metrics_variables[-1] is probe.total
+    assert len(model.metrics_variables) == count + 1
+    model.save(str(tmp_path / "m.keras"))
+    hooks.remove_model_metric(model, probe)
+    assert probe not in model.metrics and len(model.metrics_variables) == count
+    loaded = keras.saving.load_model(str(tmp_path / "m.keras"))
+    assert len(loaded.metrics_variables) <= count
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("jax") is None, reason="jax is not installed")
+def test_jax_trainer_threads_metrics_variables_through_the_step():
+    """Keras' JAX trainer: `train_step(state, data) -> (logs, state)` with
+    state `(trainable, non_trainable, optimizer, metrics)` values, the metrics'
+    in `model.metrics_variables` order; `fit()` reads that state at each epoch
+    start (after `on_epoch_begin`) and writes it back with `jax_state_sync()`
+    (also in its `finally`); `make_train_function` fixes the metrics' output
+    shardings under a distribution, as `make_test_function` does (made once,
+    reused by `evaluate()`); `optimizer.stateless_apply(optimizer_variables,
+    grads, trainable_variables)` applies in a `StatelessScope`."""
+    from keras.src.backend.jax.trainer import JAXTrainer
+
+    assert list(inspect.signature(JAXTrainer.train_step).parameters) == ["self", "state", "data"]
+    train_step = inspect.getsource(JAXTrainer.train_step)
+    assert "(\n            trainable_variables,\n            non_trainable_variables,\n            optimizer_variables,\n" \
+           "            metrics_variables,\n        ) = state" in train_step
+    assert "self.optimizer.stateless_apply(" in train_step
+    fit = inspect.getsource(JAXTrainer.fit)
+    assert fit.index("callbacks.on_epoch_begin(epoch)") < fit.index("metrics_variables=True")
+    assert "self._jax_state_synced = True" in fit and "finally:\n            self.jax_state_sync()" in fit
+    assert "zip(self.metrics_variables, metrics_variables)" in inspect.getsource(JAXTrainer.jax_state_sync)
+    assert "self.metrics_variables" in inspect.getsource(JAXTrainer._get_state_sharding_spec)
+    assert "self.make_test_function()" in inspect.getsource(JAXTrainer.evaluate)
+    params = list(inspect.signature(keras.optimizers.Optimizer.stateless_apply).parameters)
+    assert params == ["self", "optimizer_variables", "grads", "trainable_variables"]
+    state = ([1], [2], [3], [4, 5])
+    assert hooks.jax_step_metrics_values(state) == [4, 5]
+    assert hooks.jax_step_state_with_metrics(state, [6, 7]) == ([1], [2], [3], [6, 7])
+
+
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(pytest.main([__file__, "-q"]))

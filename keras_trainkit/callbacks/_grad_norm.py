@@ -1,8 +1,32 @@
-"""Gradient-norm logging computed inside the compiled train step."""
+"""Gradient-norm logging computed inside the train step, on every Keras backend.
+
+Where the measurement happens (each backend's step reaches the optimizer in
+its own way; the numbers are the same):
+
+- **TensorFlow**: `optimizer.apply` is wrapped while the step is traced; the
+  accumulators and the record buffer are `tf.Variable`s of the strategy
+  (`ONLY_FIRST_REPLICA`), updated in the graph (one fused `l2_loss` per
+  gradient, one accumulator update, one scatter a step). Under a
+  `tf.distribute` strategy the measured gradient is all-reduced first.
+- **JAX**: the step is a pure function of its state, so whatever it updates
+  must be threaded through that state. The accumulators and the buffer are
+  the variables of a `keras.metrics.Metric` (`_NormState`) put among the
+  model's metrics for the fit (Keras passes the metrics' variables into and
+  out of every step and writes them back at each epoch end). The optimizer's
+  `stateless_apply` is wrapped while the step is traced: the gradient it
+  receives is measured there (reading the optimizer's state, as given to it),
+  and `model.train_step` is wrapped to write the measurement into the metric's
+  variables of the state it returns. Under `keras.distribution.DataParallel`
+  the gradients are already global.
+- **torch**: the step runs eagerly; `optimizer.apply` is wrapped for each
+  step, measures with a few torch operations and updates the (unattached)
+  metric's variables in place.
+"""
 
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import keras
 import numpy as np
@@ -18,16 +42,18 @@ _DEFAULT_CAPACITY = 4096
 class GradientNormLogger(Participant):
     """Logs gradient norms of the real update, computed in the train step.
 
-    The optimizer's `apply` is wrapped while the compiled train step is
-    traced (the optimizer itself is untouched between steps and after
-    `fit()`, however it ends), so the gradients it receives are measured where
-    they are used: no extra forward or backward pass and no per-batch Python. Measured per applied update:
+    The gradients are measured where the optimizer receives them, inside the
+    compiled train step (TensorFlow, JAX) or the eager one (torch): no extra
+    forward or backward pass and no per-batch Python hook. The optimizer and
+    the model are untouched between steps and after `fit()`, however it ends.
+    Measured per applied update:
 
     - `grad_norm`: global L2 norm `sqrt(sum_i ||g_i||^2)` of the gradient the
       optimizer applies, before clipping, after loss-scale unscaling
       (`LossScaleOptimizer`, `loss_scale_factor`), of the accumulated gradient
-      under `gradient_accumulation_steps`, and of the all-reduced gradient
-      under `tf.distribute` strategies;
+      under `gradient_accumulation_steps`, and of the global gradient under
+      `tf.distribute` strategies (all-reduced) and
+      `keras.distribution.DataParallel`;
     - `grad_norm_clipped`: the same after the optimizer's own clipping, when
       `clipnorm`, `clipvalue` or `global_clipnorm` is set;
     - with `per_layer=True`: `grad_norm/<layer>`; with `weight_norms=True`:
@@ -43,7 +69,14 @@ class GradientNormLogger(Participant):
     `keras.callbacks.TensorBoard` in the same `fit()`, every `update_freq`-th
     update's values are scalars in the `train` run at step `n` = the n-th
     update (no reset on a second `fit()` or a resume). They are recorded into a
-    buffer inside the graph and written at each epoch end.
+    buffer inside the step and written at each epoch end (by TensorFlow's
+    record writer when TensorFlow is imported, else by tensorboard's own; in a
+    multi-worker `tf.distribute` run, by the chief only).
+
+    Works on the TensorFlow, JAX and torch backends with the same values. On
+    JAX the buffer and accumulators are threaded through the step as the
+    variables of a metric added to `model.metrics` for the duration of the
+    fit (it adds nothing to the logs itself).
 
     Args:
         update_freq: Record every `update_freq`-th update for TensorBoard, an
@@ -60,7 +93,7 @@ class GradientNormLogger(Participant):
             records are dropped with a warning when an epoch has more. Defaults
             to `4096`.
 
-    Example:
+    Examples:
         >>> model.fit(x, y, callbacks=[GradientNormLogger(update_freq=100, log_dir="logs")])
     """
 
@@ -81,15 +114,15 @@ class GradientNormLogger(Participant):
             self.on_train_batch_end = self._check_nonfinite
         self._state = None
         self._writer = None
+        self._pending = None
 
-    _runtime_attributes = ("_state", "_writer")
+    _runtime_attributes = ("_state", "_writer", "_pending")
 
-    # -- graph side ---------------------------------------------------------------
+    # -- state ----------------------------------------------------------------------
     def _build_state(self, model):
-        variables = list(model.trainable_variables)
-        groups: dict[str, list[int]] = {}
-        for i, var in enumerate(variables):
-            groups.setdefault(var.path.rsplit("/", 1)[0] if "/" in var.path else var.path, []).append(i)
+        groups: dict[str, list[Any]] = {}
+        for var in model.trainable_variables:
+            groups.setdefault(var.path.rsplit("/", 1)[0] if "/" in var.path else var.path, []).append(var)
         columns = ["grad_norm"]
         core = hooks.core_optimizer(model.optimizer)
         clipping = core is not None and any(
@@ -100,33 +133,40 @@ class GradientNormLogger(Participant):
             columns += [f"grad_norm/{g}" for g in groups]
         if self.weight_norms:
             columns += [f"weight_norm/{g}" for g in groups] + [f"update_ratio/{g}" for g in groups]
-        import tensorflow as tf
-
         capacity = self.capacity
         steps_per_epoch = (self.params or {}).get("steps")
         if steps_per_epoch:  # one epoch of records is all a flush ever needs
             capacity = min(capacity, -(-steps_per_epoch // self.update_freq) + 1)
-        with model.distribute_strategy.scope():
-            def var(value, dtype="float32", name=None):
-                return tf.Variable(np.asarray(value, dtype), trainable=False, name=name,
-                                   aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        # Record slots: update n (n % update_freq == 0) goes to slot
+        # (n // update_freq) % capacity; every other update writes the spare
+        # last slot, so recording needs no control flow. The last `capacity`
+        # record steps have distinct slots, so a slot's step is known on the
+        # host without storing it.
+        # The model, for the code that runs in the step: on JAX, Keras'
+        # `Callback.model` writes the step state back to the variables, which
+        # must not happen while a step is traced.
+        state = dict(model=model, columns=columns, groups=list(groups.values()), clipping=clipping, flushed=0,
+                     capacity=capacity, backend=keras.backend.backend(), metric=None)
+        state["group_of"] = {id(var): i for i, group in enumerate(state["groups"]) for var in group}
+        if state["backend"] == "tensorflow":
+            import tensorflow as tf
 
-            # Record slots: update n (n % update_freq == 0) goes to slot
-            # (n // update_freq) % capacity; every other update writes the
-            # spare last slot, so recording needs no control flow. The last
-            # `capacity` record steps have distinct slots, so a slot's step
-            # is known on the host without storing it.
-            state = {
+            with model.distribute_strategy.scope():
+                def var(value, name):
+                    return tf.Variable(np.asarray(value, "float32"), trainable=False, name=name,
+                                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
                 # [sum of norms, sum of clipped norms, finite updates, non-finite updates]
-                "acc": var(np.zeros(4), name="grad_norm_accumulators"),
-                "values": var(np.zeros((capacity + 1, len(columns))), name="grad_norm_values"),
-            }
-        state.update(columns=columns, groups=list(groups.values()), group_names=list(groups),
-                     clipping=clipping, flushed=0, capacity=capacity)
+                state["acc"] = var(np.zeros(4), "grad_norm_accumulators")
+                state["values"] = var(np.zeros((capacity + 1, len(columns))), "grad_norm_values")
+        else:
+            metric = _NormState(capacity + 1, len(columns))
+            state.update(metric=metric, acc=metric.accumulators, values=metric.records)
         return state
 
+    # -- TensorFlow: measured in the graph ---------------------------------------------
     def _measure(self, optimizer, grads, trainable_variables, apply):
-        """Runs inside the train step: measures, then applies.
+        """Runs inside the train step (TensorFlow): measures, then applies.
 
         Kept to few graph ops (a handful per variable plus about ten), since
         it runs every step: one fused `l2_loss` per gradient, one accumulator
@@ -135,8 +175,6 @@ class GradientNormLogger(Participant):
         import tensorflow as tf
 
         s = self._state
-        model_vars = list(self.model.trainable_variables)
-        index = {id(var): i for i, var in enumerate(model_vars)}
         pairs = [(g, var) for g, var in zip(grads, trainable_variables) if g is not None]
         dense = [_dense(g) for g, _ in pairs]
         core = hooks.core_optimizer(optimizer)
@@ -166,23 +204,23 @@ class GradientNormLogger(Participant):
         if clipped is not None:
             row.append(_norm_from_halves([_half_square_norm(g) for g in clipped]))
         if self.per_layer:
-            by_var = {index[id(var)]: q for (_, var), q in zip(pairs, half_sq)}
-            for group in s["groups"]:
-                row.append(_norm_from_halves([by_var[i] for i in group if i in by_var]))
+            row += [_norm_from_halves(q) for q in _by_group(s, pairs, half_sq)]
 
         step = tf.cast(self._update_count(), "int64") + 1  # this update's number
         if self.weight_norms:
-            before = [tf.identity(var.value) for var in model_vars]
-            with tf.control_dependencies([*before, step]):
+            group_vars = [var for group in s["groups"] for var in group]
+            before = {id(var): tf.identity(var.value) for var in group_vars}
+            with tf.control_dependencies([*before.values(), step]):
                 result = apply(grads, trainable_variables)
             with tf.control_dependencies([] if result is None else [result]):
-                after = [tf.cast(var.value, "float32") for var in model_vars]
-                before = [tf.cast(b, "float32") for b in before]
+                after = {id(var): tf.cast(var.value, "float32") for var in group_vars}
+                before = {key: tf.cast(b, "float32") for key, b in before.items()}
                 for group in s["groups"]:
-                    row.append(_norm_from_halves([tf.nn.l2_loss(after[i]) for i in group]))
+                    row.append(_norm_from_halves([tf.nn.l2_loss(after[id(var)]) for var in group]))
                 for group in s["groups"]:
-                    delta = _norm_from_halves([tf.nn.l2_loss(after[i] - before[i]) for i in group])
-                    row.append(tf.math.divide_no_nan(delta, _norm_from_halves([tf.nn.l2_loss(before[i]) for i in group])))
+                    delta = _norm_from_halves([tf.nn.l2_loss(after[id(var)] - before[id(var)]) for var in group])
+                    row.append(tf.math.divide_no_nan(
+                        delta, _norm_from_halves([tf.nn.l2_loss(before[id(var)]) for var in group])))
         else:
             # Automatic control dependencies order the read of the update
             # count before `apply` increments it; the norms need no ordering.
@@ -204,27 +242,170 @@ class GradientNormLogger(Participant):
         s["values"].scatter_update(tf.IndexedSlices(tf.stack(row)[None], tf.reshape(slot, [1])))
         return result
 
-    def _update_count(self):
-        """Real updates applied before this one (before `iterations` moves)."""
-        optimizer = self.model.optimizer
-        core = hooks.core_optimizer(optimizer)
-        if core is not None and core.gradient_accumulation_steps:
-            return hooks.raw_iterations(core) // core.gradient_accumulation_steps
-        return optimizer.iterations
-
     def _logs(self):
-        """Per-step logs (only with `batch_logs=True`): tensors, in the graph."""
-        import tensorflow as tf
-
+        """Per-step logs (only with `batch_logs=True`): tensors, in the step."""
+        ops = keras.ops
         acc = self._state["acc"]
-        count = tf.maximum(acc[2], 1.0)
+        if self._state["backend"] == "tensorflow":
+            import tensorflow as tf
+
+            count = tf.maximum(acc[2], 1.0)
+        else:  # a copy: torch updates the variable in place
+            acc = ops.copy(ops.convert_to_tensor(acc))
+            count = ops.maximum(acc[2], 1.0)
         logs = {"grad_norm": acc[0] / count, "grad_nonfinite": acc[3]}
         if self._state["clipping"]:
             logs["grad_norm_clipped"] = acc[1] / count
         return logs
 
+    # -- JAX and torch: measured with keras.ops --------------------------------------
+    def _measure_gradients(self, optimizer, grads, variables):
+        """The gradient columns of one update (JAX and torch), from the gradients
+        `optimizer` receives for `variables` and its state before the update.
+
+        Returns `(step, columns, is_update)`: this update's number, the norms
+        (`grad_norm` first) and, under gradient accumulation, whether this
+        call applies an update (else `None`: every call does).
+        """
+        ops = keras.ops
+        s = self._state
+        pairs = [(g, var) for g, var in zip(grads, variables) if g is not None]
+        dense = [g for g, _ in pairs]
+        core = hooks.core_optimizer(optimizer)
+        scale = None
+        lso = hooks.loss_scale_optimizer(optimizer)
+        if lso is not None:
+            scale = ops.convert_to_tensor(lso.dynamic_scale)
+        if core is not None and core.loss_scale_factor is not None:
+            scale = core.loss_scale_factor if scale is None else scale * core.loss_scale_factor
+        if scale is not None:
+            dense = [g / ops.cast(scale, g.dtype) for g in dense]
+        is_update = None
+        if core is not None and core.gradient_accumulation_steps:
+            k = core.gradient_accumulation_steps
+            dense = [(g + ops.cast(hooks.accumulated_gradient(core, var), g.dtype)) / k
+                     for g, (_, var) in zip(dense, pairs)]
+            is_update = ops.equal((ops.convert_to_tensor(hooks.raw_iterations(core)) + 1) % k, 0)
+        squares = _square_norms(dense)
+        columns = [_sqrt_sum(squares)]
+        if s["clipping"]:
+            columns.append(_sqrt_sum(_square_norms(hooks.clip_gradients(core, dense))))
+        if self.per_layer:
+            columns += [_sqrt_sum(q) for q in _by_group(s, pairs, squares)]
+        step = ops.convert_to_tensor(self._update_count()) + 1  # a new tensor: read before the update
+        return step, columns, is_update
+
+    def _weight_columns(self, before, after):
+        """`weight_norm/<layer>` and `update_ratio/<layer>` from the weights
+        before and after the update (dicts by variable id)."""
+        ops = keras.ops
+        groups = self._state["groups"]
+        after = {key: ops.cast(a, "float32") for key, a in after.items()}
+        before = {key: ops.cast(b, "float32") for key, b in before.items()}
+        columns = [_sqrt_sum(_square_norms([after[id(var)] for var in group])) for group in groups]
+        for group in groups:
+            delta = _sqrt_sum(_square_norms([after[id(var)] - before[id(var)] for var in group]))
+            columns.append(ops.divide_no_nan(delta, _sqrt_sum(_square_norms([before[id(var)] for var in group]))))
+        return columns
+
+    def _record(self, step, columns, is_update):
+        """Adds one update to the accumulators and the record buffer (JAX: inside
+        a `StatelessScope` over the metric's variables; torch: in place)."""
+        ops = keras.ops
+        s = self._state
+        norm = columns[0]
+        zero, one = ops.zeros((), "float32"), ops.ones((), "float32")
+        clipped = columns[1] if s["clipping"] else zero
+        finite = ops.isfinite(norm)
+        counted = finite if is_update is None else ops.logical_and(is_update, finite)
+        nonfinite = one if is_update is None else ops.cast(is_update, "float32")
+        delta = ops.where(counted, ops.stack([norm, clipped, one, zero]), ops.stack([zero, zero, zero, nonfinite]))
+        capacity, freq = s["capacity"], self.update_freq
+        slot = (step // freq) % capacity if freq > 1 else step % capacity
+        if freq > 1 or is_update is not None:
+            record = ops.equal(step % freq, 0) if freq > 1 else is_update
+            if freq > 1 and is_update is not None:
+                record = ops.logical_and(record, is_update)
+            slot = ops.where(record, slot, capacity)
+        row = ops.cast(ops.stack(columns), "float32")
+        if s["backend"] == "torch":  # in place: no copy of the buffer per step
+            s["acc"].value.add_(delta)
+            s["values"].value.index_copy_(0, ops.cast(ops.reshape(slot, (1,)), "int64"), row[None])
+            return
+        acc, values = ops.convert_to_tensor(s["acc"]), ops.convert_to_tensor(s["values"])
+        s["acc"].assign(acc + delta)
+        s["values"].assign(ops.slice_update(values, (ops.cast(slot, "int32"), 0), row[None]))
+
+    def _wrap_stateless_apply(self, optimizer, original):
+        """JAX: measure what `stateless_apply` receives; the trainer's
+        `train_step` wrapper records it into the state (`_wrap_jax_step`)."""
+        def stateless_apply(optimizer_variables, grads, trainable_variables):
+            built = hooks.built_variables(optimizer)
+            mapping = list(zip(optimizer.variables, optimizer_variables)) + list(zip(built, trainable_variables))
+            with keras.StatelessScope(state_mapping=mapping):
+                step, columns, is_update = self._measure_gradients(optimizer, list(grads), built)
+            new_trainable, new_optimizer = original(optimizer_variables, grads, trainable_variables)
+            if self.weight_norms:
+                columns += self._weight_columns(
+                    {id(var): t for var, t in zip(built, trainable_variables)},
+                    {id(var): t for var, t in zip(built, new_trainable)})
+            self._pending = (step, columns, is_update)
+            return new_trainable, new_optimizer
+
+        return stateless_apply
+
+    def _wrap_jax_step(self, original):
+        def train_step(state, data):
+            self._pending = None
+            logs, state = original(state, data)
+            pending, self._pending = self._pending, None
+            if pending is None:
+                raise RuntimeError(
+                    "GradientNormLogger: the train step applied no update through "
+                    "`model.optimizer.stateless_apply`, where the gradients are measured on JAX.")
+            metric = self._state["metric"]
+            values = hooks.jax_step_metrics_values(state)
+            position = {id(var): i for i, var in enumerate(self._state["model"].metrics_variables)}
+            slots = [position[id(var)] for var in metric.variables]
+            with keras.StatelessScope(state_mapping=[(var, values[i]) for var, i in
+                                                     zip(metric.variables, slots)]) as scope:
+                self._record(*pending)
+                extra = self._logs() if self.batch_logs else {}
+            for var, i in zip(metric.variables, slots):
+                values[i] = scope.get_current_value(var)
+            return {**logs, **extra}, hooks.jax_step_state_with_metrics(state, values)
+
+        return train_step
+
+    def _wrap_eager_apply(self, optimizer, original):
+        """torch: measure, apply, record, all eagerly in the step."""
+        def apply(grads, trainable_variables=None):
+            variables = (hooks.built_variables(optimizer) if trainable_variables is None
+                         else list(trainable_variables))
+            step, columns, is_update = self._measure_gradients(optimizer, list(grads), variables)
+            if self.weight_norms:
+                ops = keras.ops
+                group_vars = [var for group in self._state["groups"] for var in group]
+                before = {id(var): ops.copy(var.value) for var in group_vars}
+            result = original(grads, trainable_variables)
+            if self.weight_norms:
+                columns += self._weight_columns(before, {id(var): var.value for var in group_vars})
+            self._record(step, columns, is_update)
+            return result
+
+        return apply
+
+    # -- host side ---------------------------------------------------------------------
+    def _update_count(self):
+        """Real updates applied before this one (before `iterations` moves)."""
+        optimizer = self._state["model"].optimizer
+        core = hooks.core_optimizer(optimizer)
+        if core is not None and core.gradient_accumulation_steps:
+            return hooks.raw_iterations(core) // core.gradient_accumulation_steps
+        return optimizer.iterations
+
     def _epoch_logs(self):
-        acc = self._state["acc"].numpy()
+        acc = _numpy(self._state["acc"])
         count = max(float(acc[2]), 1.0)
         logs = {"grad_norm": float(acc[0]) / count, "grad_nonfinite": int(acc[3])}
         if self._state["clipping"]:
@@ -233,36 +414,60 @@ class GradientNormLogger(Participant):
 
     # -- hooks ------------------------------------------------------------------------
     def _check(self, session):
-        if keras.backend.backend() != "tensorflow":
+        backend = keras.backend.backend()
+        if backend not in ("tensorflow", "jax", "torch"):
             raise RuntimeError(
-                "GradientNormLogger measures inside TensorFlow's graph: it runs on the tensorflow "
-                f"backend. Current backend: {keras.backend.backend()!r}.")
+                "GradientNormLogger measures inside the train step of the tensorflow, jax and torch "
+                f"backends. Current backend: {backend!r}.")
 
     def on_train_begin(self, logs=None):
         session = Session.begin(self)
         model = self.model
         if not model.optimizer.built:
             # Measuring reads optimizer state (accumulators, loss scale) at trace time.
-            with model.distribute_strategy.scope():
+            with _strategy_scope(model):
                 model.optimizer.build(model.trainable_variables)
         self._state = self._build_state(model)
-        self._writer = _summaries.ScalarWriter(_summaries.tensorboard_dirs(session, self.log_dir))
-        self._state["flushed"] = int(self._update_count().numpy())  # updates before this fit()
+        dirs = _summaries.tensorboard_dirs(session, self.log_dir) if _writes_summaries(model) else []
+        self._writer = _summaries.ScalarWriter(dirs)
+        self._state["flushed"] = int(_numpy(self._update_count()))  # updates before this fit()
         self._nonfinite_seen = 0
 
     def _attach(self, session):
-        optimizer = self.model.optimizer
+        model, optimizer = self.model, self.model.optimizer
+        backend = self._state["backend"]
+        if backend == "jax":
+            metric = self._state["metric"]
+            hooks.add_model_metric(model, metric)
+            # A compiled test step fixes the metrics' state (its output
+            # shardings under a distribution): validation makes one with the
+            # metric, and the one from before comes back after the fit.
+            test_function, model.test_function = model.test_function, None
 
-        def wrap(original):
-            def apply(grads, trainable_variables=None):
-                if trainable_variables is None:
-                    return original(grads, trainable_variables)
-                return self._measure(optimizer, list(grads), list(trainable_variables), original)
+            def detach():
+                # The state Keras holds mid-epoch includes the metric's
+                # variables: write it back while they still line up.
+                model.jax_state_sync()
+                hooks.remove_model_metric(model, metric)
+                model.test_function = test_function
 
-            return apply
+            session.on_undo(detach)
+            session.patch_per_call(optimizer, "stateless_apply",
+                                   lambda original: self._wrap_stateless_apply(optimizer, original))
+            session.patch_per_call(model, "train_step", self._wrap_jax_step)
+        elif backend == "torch":
+            session.patch_per_call(optimizer, "apply", lambda original: self._wrap_eager_apply(optimizer, original))
+        else:
+            def wrap(original):
+                def apply(grads, trainable_variables=None):
+                    if trainable_variables is None:
+                        return original(grads, trainable_variables)
+                    return self._measure(optimizer, list(grads), list(trainable_variables), original)
 
-        session.patch_per_call(optimizer, "apply", wrap)
-        if self.batch_logs:
+                return apply
+
+            session.patch_per_call(optimizer, "apply", wrap)
+        if self.batch_logs and backend != "jax":  # JAX: in _wrap_jax_step
             def wrap_step(original):
                 def train_step(data):
                     logs = original(data)
@@ -270,12 +475,13 @@ class GradientNormLogger(Participant):
 
                 return train_step
 
-            session.patch_per_call(self.model, "train_step", wrap_step)
+            session.patch_per_call(model, "train_step", wrap_step)
         session.on_undo(self._writer.close)
 
     def on_epoch_begin(self, epoch, logs=None):
         # The means restart each epoch; the non-finite count runs over the fit().
-        acc = self._state["acc"].numpy()
+        # (On JAX the state is on the variables between epochs.)
+        acc = _numpy(self._state["acc"])
         self._state["acc"].assign(np.array([0.0, 0.0, 0.0, acc[3]], "float32"))
 
     def on_epoch_end(self, epoch, logs=None):
@@ -288,7 +494,9 @@ class GradientNormLogger(Participant):
         self._writer.close()
 
     def _check_nonfinite(self, batch, logs=None):
-        count = int(self._state["acc"][3].numpy())
+        if self._state["backend"] == "jax":
+            self.model.jax_state_sync()  # mid-epoch the values live in Keras' step state
+        count = int(_numpy(self._state["acc"])[3])
         if count > self._nonfinite_seen:
             self._nonfinite_seen = count
             self.model.stop_training = True
@@ -297,7 +505,7 @@ class GradientNormLogger(Participant):
 
     def _flush(self):
         s = self._state
-        done = int(self._update_count().numpy())  # updates applied so far
+        done = int(_numpy(self._update_count()))  # updates applied so far
         last, freq, capacity = s["flushed"], self.update_freq, s["capacity"]
         due = done // freq - last // freq  # record steps in (last, done]
         if due <= 0:
@@ -311,8 +519,90 @@ class GradientNormLogger(Participant):
                 f"this epoch; raise `capacity` (now {self.capacity}) or `update_freq` "
                 f"(now {self.update_freq}).", stacklevel=2)
         s["flushed"] = done
-        values = s["values"].numpy()[slots]
+        values = _numpy(s["values"])[slots]
         self._writer.write({name: (steps, values[:, j]) for j, name in enumerate(s["columns"])})
+
+
+class _NormState(keras.metrics.Metric):
+    """GradientNormLogger's accumulators and TensorBoard record buffer (JAX, torch).
+
+    A metric so that Keras' JAX trainer threads its variables through the
+    stateless train step (on JAX it sits among the model's metrics for the
+    fit). It contributes nothing to the logs (`result()` is empty; the logger
+    writes its own), and Keras' `reset_metrics()` (every epoch start, every
+    `evaluate()`) leaves it alone: the logger resets the epoch means itself.
+    """
+
+    def __init__(self, slots: int, columns: int):
+        super().__init__(name="gradient_norm_logger", dtype="float32")
+        # [sum of norms, sum of clipped norms, finite updates, non-finite updates]
+        self.accumulators = self.add_variable(shape=(4,), initializer="zeros", dtype="float32",
+                                              aggregation="only_first_replica", name="accumulators")
+        self.records = self.add_variable(shape=(slots, columns), initializer="zeros", dtype="float32",
+                                         aggregation="only_first_replica", name="records")
+
+    def update_state(self, *args, **kwargs):
+        """Updated by GradientNormLogger inside the train step, not by Keras."""
+
+    def reset_state(self):
+        """Kept across Keras' metric resets (see the class doc)."""
+
+    def result(self):
+        return {}
+
+
+def _numpy(value):
+    if hasattr(value, "numpy") and keras.backend.backend() == "tensorflow":
+        return np.asarray(value.numpy())
+    if isinstance(value, keras.Variable):
+        value = value.value  # the backend array (numpy 2 copy semantics)
+    return np.asarray(keras.ops.convert_to_numpy(value))
+
+
+def _strategy_scope(model):
+    import contextlib
+
+    if keras.backend.backend() == "tensorflow":
+        return model.distribute_strategy.scope()
+    return contextlib.nullcontext()
+
+
+def _writes_summaries(model) -> bool:
+    """False on the non-chief workers of a multi-worker `tf.distribute` run."""
+    if keras.backend.backend() != "tensorflow":
+        return True
+    return bool(model.distribute_strategy.extended.should_save_summary)
+
+
+def _by_group(state, pairs, values):
+    """`values` (one per (gradient, variable) pair) as one list per layer."""
+    out: list[list[Any]] = [[] for _ in state["groups"]]
+    group_of = state["group_of"]
+    for (_, var), value in zip(pairs, values):
+        i = group_of.get(id(var))
+        if i is not None:
+            out[i].append(value)
+    return out
+
+
+def _square_norms(tensors):
+    """`||t||^2` of each tensor, in float32 (JAX, torch)."""
+    ops = keras.ops
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return [torch.linalg.vector_norm(t, dtype=torch.float32) ** 2 for t in tensors]
+    return [ops.sum(ops.square(ops.cast(t, "float32"))) for t in tensors]
+
+
+def _sqrt_sum(squares):
+    ops = keras.ops
+    if not squares:
+        return ops.zeros((), "float32")
+    total = squares[0]
+    for q in squares[1:]:
+        total = total + q
+    return ops.sqrt(total)
 
 
 def _dense(grad):

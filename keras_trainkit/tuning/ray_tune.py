@@ -104,7 +104,7 @@ def param_space(hypermodel: Any) -> dict[str, Any]:
             containing `/`, or one name declared twice with different
             definitions.
 
-    Example:
+    Examples:
         >>> space = param_space(make_hypermodel((64,), 10))
         >>> space["learning_rate"]        # tune.loguniform(1e-4, 0.1)
     """
@@ -155,7 +155,7 @@ def search_alg(hypermodel: Any, sampler: Any = None, *, metric: str | None = Non
             Optuna cannot hold (see `check_search_space`).
         ImportError: without Ray Tune or Optuna.
 
-    Example:
+    Examples:
         >>> tuner = tune.Tuner(trainable(hm, x, y, validation_data=(xv, yv)),
         ...                    tune_config=tune.TuneConfig(search_alg=search_alg(hm, seed=0),
         ...                                                num_samples=20))
@@ -224,7 +224,7 @@ def tune_config(hypermodel: Any, *, metric: str | None = None, mode: str | None 
             model does not log (the message lists what it logs), a mode other
             than "min"/"max" or against the metric's direction.
 
-    Example:
+    Examples:
         >>> tune_config(hm, num_samples=16, scheduler=tune.schedulers.ASHAScheduler())
     """
     tune = _require_ray()
@@ -301,7 +301,7 @@ def trainable(hypermodel: Any, x: Any, y: Any = None, *, validation_data: Any = 
             data, or a `val_` objective without validation data.
         ImportError: without Ray Tune.
 
-    Example:
+    Examples:
         >>> hm = make_hypermodel(input_shape=(64,), num_classes=10, epochs=8)
         >>> tuner = tune.Tuner(trainable(hm, x, y, validation_data=(xv, yv)),
         ...                    param_space=param_space(hm), tune_config=tune_config(hm))
@@ -397,7 +397,7 @@ def hyperparameters(hypermodel: Any, config: dict[str, Any]) -> Any:
         keras_tuner.errors.FatalValueError: (a `ValueError`) naming the key of
             a value of the wrong kind, or a key that is no hyperparameter.
 
-    Example:
+    Examples:
         >>> model = hm.build(hyperparameters(hm, best.config))
     """
     from keras_trainkit.tuning._ray_space import (
@@ -430,7 +430,7 @@ def load_model(hypermodel: Any, result: Any, *, best_epoch: bool = True) -> Any:
         ValueError: when the result has no checkpoint or the checkpoint does
             not fit the config's model.
 
-    Example:
+    Examples:
         >>> model = load_model(hm, tuner.fit().get_best_result())
         >>> model.evaluate(x_test, y_test)
     """
