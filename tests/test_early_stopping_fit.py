@@ -366,7 +366,8 @@ def mirrored_process(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, pytest.param(signal.SIGTERM, marks=pytest.mark.long)],
+                         ids=["SIGKILL", "SIGTERM"])
 def test_resume_after_process_killed(tmp_path, reference_process, sig):
     workdir = str(tmp_path)
     proc = run_worker("resume", workdir, "--pause-at", "4", "1", stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -54,7 +54,7 @@ def test_plot_schedule_values_and_validation(tmp_path):
         plot_schedule(S.Constant(0.1), 0)
 
 
-@pytest.mark.parametrize("model", ["mlp", "cnn"])
+@pytest.mark.parametrize("model", ["mlp", pytest.param("cnn", marks=pytest.mark.long)])
 def test_callback_overhead_benchmark_smoke(tmp_path, model):
     out = tmp_path / "bench.json"
     module = load_script("benchmarks/callback_overhead.py")

@@ -202,7 +202,8 @@ def _tuner(kind, tmp_path, hypermodel, max_trials=3):
     return GeneticSearch(hypermodel, max_trials=max_trials, population_size=2, tournament_size=2, seed=0, **common)
 
 
-@pytest.mark.parametrize("kind", ["random", "grid", "bayesian", "hyperband", "genetic"])
+@pytest.mark.parametrize("kind", ["random", pytest.param("grid", marks=pytest.mark.long),
+                                  pytest.param("bayesian", marks=pytest.mark.long), "hyperband", "genetic"])
 def test_runs_under_every_tuner(tmp_path, digits, kind):
     (x, y), (xv, yv) = digits
     space = dict(SMALL)
