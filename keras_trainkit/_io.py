@@ -41,6 +41,35 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
     _fsync_directory(directory)
 
 
+def atomic_produce(path: str | os.PathLike, produce: Callable[[str], Any]) -> None:
+    """Creates `path` atomically with a writer that takes a file name.
+
+    For writers that open the file themselves (`model.save_weights`):
+    `produce(tmp)` writes a temporary file in the same directory (named
+    `.tmp-<random>-<basename>`, so the extension is kept), which is then
+    fsynced and moved over `path`.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path))
+    os.close(fd)
+    try:
+        produce(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_directory(directory)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Writes `data` to `path` atomically."""
     atomic_write(path, lambda f: f.write(data))

@@ -11,11 +11,9 @@ systems (`gs://...`) keep Keras Tuner's own writer.
 
 from __future__ import annotations
 
-import os
-import uuid
-
 import keras_tuner
 
+from keras_trainkit import _io
 from keras_trainkit.tuning import _kt_hooks
 
 __all__ = ["AtomicOracleMixin", "make_oracle_atomic"]
@@ -65,32 +63,7 @@ def make_oracle_atomic(oracle):
 
 def atomic_save_weights(model, path: str) -> None:
     """`model.save_weights(path)` through a temporary file and `os.replace`."""
-    directory, base = os.path.split(path)
-    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{base}")
-    try:
-        model.save_weights(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:
-        fd = os.open(directory or ".", os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    _io.atomic_produce(path, model.save_weights)
 
 
 class _AtomicSaveBestEpoch(_kt_hooks.SaveBestEpoch):
