@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import statistics
@@ -289,10 +290,17 @@ def digits(args):
                 if kind.startswith("optuna"):
                     tuner = OptunaSearch(hypermodel, objective=objective, max_trials=args.trials, directory=d,
                                          project_name="p", overwrite=True, **optuna_kwargs(kind, seed))
+                elif kind == "hyperband":
+                    # Keras Tuner's Hyperband tuner: its run_trial trains each
+                    # trial for the bracket's epochs and continues a promoted one
+                    # from its parent's weights (the base Tuner would train every
+                    # trial for the full --epochs).
+                    tuner = keras_tuner.Hyperband(hypermodel, objective=objective, max_epochs=args.epochs, factor=3,
+                                                  hyperband_iterations=100, seed=seed + 1, directory=d,
+                                                  project_name="p", overwrite=True)
+                    tuner.oracle.max_trials = args.trials  # the same trial budget as the others
                 else:
                     oracle = make_oracle(kind, objective, args.trials, seed, keras_tuner.HyperParameters())
-                    if kind == "hyperband":
-                        oracle.max_epochs = args.epochs
                     tuner = keras_tuner.Tuner(oracle=oracle, hypermodel=hypermodel, directory=d, project_name="p",
                                               overwrite=True)
                 log = _EpochLog()
@@ -326,8 +334,32 @@ def digits(args):
     return results, "\n".join(lines)
 
 
+def budget_table(results: dict, budgets: list[int]) -> str:
+    """Best val_accuracy within each budget of training epochs (mean over seeds,
+    from the saved best-so-far curves; a search that had spent fewer epochs
+    than a budget counts with its final best)."""
+    def best_within(curve, budget):
+        bests = [b for e, b in curve if e <= budget]
+        return bests[-1] if bests else float("nan")
+
+    header = "| tuner | epochs spent, mean | " + " | ".join(f"best within {b} epochs" for b in budgets) + " |"
+    lines = [header, "|---" * (len(budgets) + 2) + "|"]
+    for kind, r in results.items():
+        cells = []
+        for b in budgets:
+            values = [best_within(c, b) for c in r["curves"]]
+            cells.append(f"{statistics.mean(values):.4f}" if all(v == v for v in values)
+                         else f"{statistics.mean([v for v in values if v == v] or [float('nan')]):.4f} "
+                              f"({sum(v == v for v in values)} of {len(values)} seeds)")
+        lines.append(f"| {kind} | {statistics.mean(r['epochs']):.0f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--budget-table", metavar="JSON", default=None,
+                        help="print the best-within-epochs table of a saved digits run and exit")
+    parser.add_argument("--budgets", default="20,40,60,120", help="epoch budgets of --budget-table")
     parser.add_argument("--suite", choices=["synthetic", "digits"], default="synthetic")
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--trials", type=int, default=None)
@@ -338,6 +370,12 @@ def main(argv=None):
     parser.add_argument("--smoke", action="store_true", help="2 seeds, a few trials")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    if args.budget_table:
+        with open(args.budget_table) as f:
+            saved = json.load(f)
+        table = budget_table(saved["results"], [int(b) for b in args.budgets.split(",")])
+        print(table)
+        return table
     args.tuners = [t for t in (args.tuners or ",".join(DEFAULT_TUNERS[args.suite])).split(",") if t]
     unknown = set(args.tuners) - set(TUNERS)
     if unknown:
