@@ -26,10 +26,10 @@ CONFIGS = ("bare", "compiled", "lr")
 
 
 def count_ops(name: str) -> dict[str, int]:
+    import callback_overhead as co
     import keras
     import tensorflow as tf
 
-    import callback_overhead as co
     from keras_trainkit import schedules as S
 
     x, y = co.load_data("mlp", True, 1)

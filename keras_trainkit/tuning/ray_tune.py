@@ -38,6 +38,7 @@ Needs Ray Tune: `pip install "keras_trainkit[ray]"` (and `[optuna]` for
 
 from __future__ import annotations
 
+import os
 import types
 from collections.abc import Iterator
 from typing import Any
@@ -45,6 +46,9 @@ from typing import Any
 __all__ = ["hyperparameters", "load_model", "param_space", "search_alg", "trainable", "tune_config"]
 
 _RESERVED = ("initial_epoch", "x", "y")
+# Seconds a stopped trial's thread has to end before its worker is reused
+# (Ray's TUNE_FUNCTION_THREAD_TIMEOUT_S, 2 by default; a user's setting wins).
+_THREAD_TIMEOUT_S = 60
 
 
 def _require_ray():
@@ -214,7 +218,10 @@ def tune_config(hypermodel: Any, *, metric: str | None = None, mode: str | None 
         **kwargs: Other `ray.tune.TuneConfig` arguments (`num_samples`,
             `scheduler`, `search_alg`, ...). `reuse_actors` defaults to
             `True` here (Ray's default is `False`): a trial then runs in a
-            worker that has already imported TensorFlow.
+            worker that has already imported TensorFlow. (The trainable
+            gives a stopped trial's thread 60 s, not Ray's 2 s, to end before
+            its worker is reused: `TUNE_FUNCTION_THREAD_TIMEOUT_S`, unless
+            set.)
 
     Returns:
         A `ray.tune.TuneConfig`.
@@ -372,6 +379,12 @@ def trainable(hypermodel: Any, x: Any, y: Any = None, *, validation_data: Any = 
     def keras_trainkit_trial(config, spec):
         from keras_trainkit.tuning._ray_trial import RaySession, run_trial
 
+        # With reuse_actors=True (our default) Ray gives a stopped trial's
+        # thread TUNE_FUNCTION_THREAD_TIMEOUT_S (2 s) to unwind before the
+        # worker takes the next trial, and fails that trial when it does not.
+        # Unwinding a fit (its `finally` blocks, mid-step on a busy machine)
+        # can take longer: read in this worker when the next trial starts.
+        os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", str(_THREAD_TIMEOUT_S))
         run_trial(spec, config, RaySession())
 
     return tune.with_parameters(keras_trainkit_trial, spec=spec)
