@@ -26,21 +26,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from _inputs import make_inputs
 
 from keras_trainkit import callbacks as C
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "_dist_worker.py")
 HAS_JAX = importlib.util.find_spec("jax") is not None
-
-
-def make_inputs(path):
-    rng = np.random.default_rng(5)
-    x = rng.normal(size=(64, 5)).astype("float32")
-    y = (x @ rng.normal(size=(5, 1))).astype("float32")
-    weights = [rng.normal(scale=0.5, size=s).astype("float32") for s in [(5, 4), (4,), (4, 1), (1,)]]
-    np.savez(path, x=x, y=y, **{f"w{i}": w for i, w in enumerate(weights)})
-    return x, y, weights
 
 
 def free_ports(n):
@@ -106,7 +98,7 @@ def read_scalars(run_dir, tag):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("distribution")
-    x, y, weights = make_inputs(root / "inputs.npz")
+    x, y, weights = make_inputs(root / "inputs.npz", seed=5)
     base_env = {**os.environ, "PYTHONPATH": ROOT, "PYTHONWARNINGS": "ignore", "TF_CPP_MIN_LOG_LEVEL": "2"}
     procs = {}
     ports = ",".join(map(str, free_ports(2)))

@@ -18,6 +18,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+from _inputs import make_inputs
 
 from keras_trainkit.callbacks import GradientNormLogger
 
@@ -26,15 +27,6 @@ WORKER = os.path.join(ROOT, "tests", "_grad_norm_backend_worker.py")
 BACKENDS = [pytest.param(b, marks=pytest.mark.skipif(importlib.util.find_spec(b) is None,
                                                       reason=f"{b} is not installed")) for b in ("jax", "torch")]
 LAYERS = ("hidden", "out")
-
-
-def make_inputs(path):
-    rng = np.random.default_rng(3)
-    x = rng.normal(size=(64, 5)).astype("float32")
-    y = (x @ rng.normal(size=(5, 1))).astype("float32")
-    weights = [rng.normal(scale=0.5, size=s).astype("float32") for s in [(5, 4), (4,), (4, 1), (1,)]]
-    np.savez(path, x=x, y=y, **{f"w{i}": w for i, w in enumerate(weights)})
-    return x, y, weights
 
 
 def read_scalars(run_dir, tag):
@@ -70,7 +62,7 @@ def tensorflow_runs(root, x, y, weights):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("grad_norm_backends")
-    x, y, weights = make_inputs(root / "inputs.npz")
+    x, y, weights = make_inputs(root / "inputs.npz", seed=3)
     procs = {}
     for backend in ("jax", "torch"):
         if importlib.util.find_spec(backend) is None:
