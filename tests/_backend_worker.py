@@ -216,4 +216,12 @@ def main(out: str, names: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2:])
+    names = sys.argv[2:]
+    if "--device-counts" in names:
+        # torch: the rate tables indexed on the device, never reading the
+        # update count on the host (the path for an accelerator), on the CPU.
+        from keras_trainkit.callbacks import _eager
+
+        _eager.READ_COUNTS_ON_HOST = False
+        names.remove("--device-counts")
+    main(sys.argv[1], names)

@@ -11,6 +11,9 @@ independently of Keras' training code: the gradient of the same loss by the
 backend's own autodiff (`jax.grad`, `torch.autograd`) on the same batch at the
 reference's own weights, updated by plain SGD in numpy.
 
+With --device-counts (torch), the update count is never read on the host: the
+path taken when the optimizer lives on an accelerator.
+
 With --hide-tensorflow, `import tensorflow` fails in this process
 (`sys.modules["tensorflow"] = None`, as if it were not installed): the event
 files must then be written by tensorboard's own writer.
@@ -31,6 +34,13 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_trainkit.callbacks import GradientNormLogger  # noqa: E402
+
+if "--device-counts" in sys.argv:
+    # torch: the path for an optimizer on an accelerator (update numbers and
+    # record slots as device tensors, never read on the host), on the CPU.
+    from keras_trainkit.callbacks import _eager  # noqa: E402
+
+    _eager.READ_COUNTS_ON_HOST = False
 
 BACKEND = keras.backend.backend()
 assert BACKEND in ("jax", "torch"), BACKEND

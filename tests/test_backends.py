@@ -20,6 +20,7 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BACKENDS = ("jax", "torch")
+DEVICE_SCENARIOS = ("plateau", "in_step", "accumulation", "batch_size")
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +33,12 @@ def results(tmp_path_factory):
         procs[backend] = (path, subprocess.Popen([sys.executable, os.path.join(HERE, "_backend_worker.py"), path],
                                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                                  text=True))
+    # torch with the rate tables indexed on the device (an accelerator's path), on the CPU.
+    path = str(out / "torch_device.json")
+    procs["torch_device"] = (path, subprocess.Popen(
+        [sys.executable, os.path.join(HERE, "_backend_worker.py"), path, "--device-counts", *DEVICE_SCENARIOS],
+        env={**os.environ, "KERAS_BACKEND": "torch", "PYTHONPATH": HERE}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True))
     worker.main(str(out / "tensorflow.json"), [])  # meanwhile, TensorFlow in this process
     with open(out / "tensorflow.json") as f:
         found = {"tensorflow": json.load(f)}
@@ -134,3 +141,21 @@ def test_schedules_evaluate_alike_on_the_host_and_compiled(results, backend):
     np.testing.assert_allclose(run["host"], expected, rtol=1e-6)
     np.testing.assert_allclose(run["compiled"], expected, rtol=1e-6)
     assert run["optimizer_rate"] == pytest.approx(float(sched(4)), rel=1e-6)
+
+
+def test_torch_rates_indexed_on_the_device(results):
+    """torch keeps a table of the coming rates; on an accelerator it is indexed
+    on the device (no host read of the update count). That path, run on the
+    CPU, gives TensorFlow's rates and Keras' own compiled schedule's weights."""
+    tf, dev = results["tensorflow"], results["torch_device"]
+    assert set(DEVICE_SCENARIOS) <= set(dev)
+    assert [s for s, _ in dev["plateau"]["rates"]] == list(range(24))
+    np.testing.assert_allclose([r for _, r in dev["plateau"]["rates"]], [r for _, r in tf["plateau"]["rates"]],
+                               rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(dev["plateau"]["epoch_rates"], tf["plateau"]["epoch_rates"], rtol=1e-6)
+    close_weights(dev["plateau"]["weights"], tf["plateau"]["weights"])
+    np.testing.assert_array_equal(flat(dev["in_step"]["weights"]), flat(dev["in_step"]["reference"]))
+    np.testing.assert_allclose(dev["accumulation"]["rates"], tf["accumulation"]["rates"], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose([r for _, r in dev["batch_size"]["rates"]],
+                               [r for _, r in tf["batch_size"]["rates"]], rtol=1e-6)
+    close_weights(dev["batch_size"]["weights"], tf["batch_size"]["weights"])

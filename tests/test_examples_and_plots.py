@@ -74,6 +74,25 @@ def test_callback_host_time_benchmark_smoke(tmp_path):
     assert out.exists()
 
 
+def test_jax_step_time_benchmark_smoke(tmp_path):
+    """The JAX compiled-step benchmark, in a JAX process: it times the step the
+    fit runs, with the callbacks' wrappers (GradientNormLogger's metric state)."""
+    pytest.importorskip("jax")
+    import json
+    import subprocess
+
+    out = tmp_path / "step.json"
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "jax_step_time.py"), "--configs",
+                           "gradnorm100", "--repeats", "1", "--blocks", "1", "--calls", "2", "--out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=240, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())["results"]
+    assert results["bare fit"]["median_ratio"] == 1.0
+    assert results["GradientNormLogger(update_freq=100) + log_dir"]["median_seconds"] > 0
+    assert "| GradientNormLogger(update_freq=100) + log_dir |" in proc.stdout
+
+
 def test_tune_digits_example(tmp_path, capsys):
     best = load_script("examples/tune_digits.py").main(["--trials", "3", "--epochs", "1", "--dir", str(tmp_path)])
     assert best.status == "COMPLETED" and 0.0 < best.score <= 1.0

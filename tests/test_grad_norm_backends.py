@@ -24,8 +24,11 @@ from keras_trainkit.callbacks import GradientNormLogger
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "_grad_norm_backend_worker.py")
-BACKENDS = [pytest.param(b, marks=pytest.mark.skipif(importlib.util.find_spec(b) is None,
-                                                      reason=f"{b} is not installed")) for b in ("jax", "torch")]
+# "torch_device": torch with the update count kept on the device (the path
+# for an optimizer on an accelerator), run on the CPU.
+RUNS = {"jax": "jax", "torch": "torch", "torch_device": "torch"}
+BACKENDS = [pytest.param(b, marks=pytest.mark.skipif(importlib.util.find_spec(RUNS[b]) is None,
+                                                      reason=f"{RUNS[b]} is not installed")) for b in RUNS]
 LAYERS = ("hidden", "out")
 
 
@@ -64,15 +67,16 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("grad_norm_backends")
     x, y, weights = make_inputs(root / "inputs.npz", seed=3)
     procs = {}
-    for backend in ("jax", "torch"):
+    for name, backend in RUNS.items():
         if importlib.util.find_spec(backend) is None:
             continue
-        out = root / backend
+        out = root / name
         out.mkdir()
         env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT,
                "PYTHONWARNINGS": "ignore"}
-        procs[backend] = subprocess.Popen(
-            [sys.executable, WORKER, str(root / "inputs.npz"), str(out), "--hide-tensorflow"],
+        flags = ["--device-counts"] if name == "torch_device" else []
+        procs[name] = subprocess.Popen(
+            [sys.executable, WORKER, str(root / "inputs.npz"), str(out), "--hide-tensorflow", *flags],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         tensorflow_runs(root / "tensorflow", x, y, weights)  # while the workers run
@@ -95,7 +99,7 @@ def run(runs, request):
     assert returncode == 0, err[-4000:]
     with open(root / backend / "result.json") as f:
         result = json.load(f)
-    assert result["backend"] == backend
+    assert result["backend"] == RUNS[backend]
     return result, root / backend, root / "tensorflow"
 
 

@@ -33,10 +33,12 @@ import numpy as np
 
 from keras_trainkit import _keras_hooks as hooks
 from keras_trainkit import _validation as v
-from keras_trainkit.callbacks import _summaries
+from keras_trainkit.callbacks import _eager, _summaries
 from keras_trainkit.callbacks._session import Participant, Session
 
 _DEFAULT_CAPACITY = 4096
+_ROWS = 256  # torch: norm rows buffered between folds
+_SMALL = 4096  # JAX: tensors up to this size are reduced together
 
 
 class GradientNormLogger(Participant):
@@ -259,16 +261,11 @@ class GradientNormLogger(Participant):
         return logs
 
     # -- JAX and torch: measured with keras.ops --------------------------------------
-    def _measure_gradients(self, optimizer, grads, variables):
-        """The gradient columns of one update (JAX and torch), from the gradients
-        `optimizer` receives for `variables` and its state before the update.
-
-        Returns `(step, columns, is_update)`: this update's number, the norms
-        (`grad_norm` first) and, under gradient accumulation, whether this
-        call applies an update (else `None`: every call does).
-        """
+    def _prepared_gradients(self, optimizer, grads, variables):
+        """`(core, pairs, dense)`: the optimizer without wrappers, the (gradient,
+        variable) pairs with a gradient, and the gradients the update applies
+        (unscaled; averaged with the accumulators under gradient accumulation)."""
         ops = keras.ops
-        s = self._state
         pairs = [(g, var) for g, var in zip(grads, variables) if g is not None]
         dense = [g for g, _ in pairs]
         core = hooks.core_optimizer(optimizer)
@@ -280,20 +277,144 @@ class GradientNormLogger(Participant):
             scale = core.loss_scale_factor if scale is None else scale * core.loss_scale_factor
         if scale is not None:
             dense = [g / ops.cast(scale, g.dtype) for g in dense]
-        is_update = None
         if core is not None and core.gradient_accumulation_steps:
             k = core.gradient_accumulation_steps
             dense = [(g + ops.cast(hooks.accumulated_gradient(core, var), g.dtype)) / k
                      for g, (_, var) in zip(dense, pairs)]
+        return core, pairs, dense
+
+    def _measure_gradients(self, optimizer, grads, variables):
+        """The gradient columns of one update (JAX and torch), from the gradients
+        `optimizer` receives for `variables` and its state before the update.
+
+        Returns `(step, columns, is_update)`: this update's number, the norms
+        (`grad_norm` first) and, under gradient accumulation, whether this
+        call applies an update (else `None`: every call does).
+        """
+        ops = keras.ops
+        s = self._state
+        core, pairs, dense = self._prepared_gradients(optimizer, grads, variables)
+        if s["backend"] == "torch":
+            return self._torch_gradient_columns(core, pairs, dense)
+        is_update = None
+        if core is not None and core.gradient_accumulation_steps:
+            k = core.gradient_accumulation_steps
             is_update = ops.equal((ops.convert_to_tensor(hooks.raw_iterations(core)) + 1) % k, 0)
-        squares = _square_norms(dense)
-        columns = [_sqrt_sum(squares)]
+        if self.per_layer:
+            squares = _square_norms(dense)
+            columns = [_sqrt_sum(squares)]
+        else:
+            columns = [ops.sqrt(_total_square(dense))]
         if s["clipping"]:
-            columns.append(_sqrt_sum(_square_norms(hooks.clip_gradients(core, dense))))
+            columns.append(ops.sqrt(_total_square(hooks.clip_gradients(core, dense))))
         if self.per_layer:
             columns += [_sqrt_sum(q) for q in _by_group(s, pairs, squares)]
         step = ops.convert_to_tensor(self._update_count()) + 1  # a new tensor: read before the update
         return step, columns, is_update
+
+    def _torch_gradient_columns(self, core, pairs, dense):
+        """`_measure_gradients`' columns with torch's own operations: a `keras.ops`
+        call costs 10-50 us on torch, a torch one a few (this runs every step).
+
+        The update number (and, under gradient accumulation, whether this call
+        updates) is a Python int (bool) when the optimizer's counter is on the
+        CPU, where reading it costs a microsecond; on an accelerator it stays
+        a device tensor, so that the step never waits for the device.
+        """
+        import torch
+
+        s = self._state
+        squares = _torch_square_norms(dense)  # a vector, one entry per gradient
+        columns = [squares.sum().sqrt()]
+        if s["clipping"]:
+            columns.append(_torch_square_norms(hooks.clip_gradients(core, dense)).sum().sqrt())
+        if self.per_layer:
+            key = tuple(id(var) for _, var in pairs)
+            index = s.get("torch_group_index")
+            if index is None or index[0] != key:
+                group_of, spare = s["group_of"], len(s["groups"])
+                index = (key, torch.tensor([group_of.get(id(var), spare) for _, var in pairs],
+                                           dtype=torch.int64, device=squares.device))
+                s["torch_group_index"] = index
+            by_group = torch.zeros(len(s["groups"]) + 1, dtype=torch.float32, device=squares.device)
+            columns += list(by_group.index_add_(0, index[1], squares)[:-1].sqrt().unbind())
+        step, is_update = self._torch_update_number(core)
+        return step, columns, is_update
+
+    def _torch_update_number(self, core):
+        """torch: `(step, is_update)`, this update's number and, under gradient
+        accumulation, whether this call updates (else `None`): Python values
+        where the count is read on the host (`_eager`), else device tensors."""
+        accumulation = core.gradient_accumulation_steps if core is not None else None
+        raw = _torch_value(hooks.raw_iterations(core) if accumulation else self._update_count())
+        on_host = _eager.reads_on_host(raw)
+        if on_host:
+            raw = int(raw)
+        if not accumulation:
+            return raw + 1, None  # (on the device, a new tensor: read before the update)
+        is_update = (raw + 1) % accumulation == 0
+        return raw // accumulation + 1, bool(is_update) if on_host else is_update
+
+    # -- torch, counts on the host: one row of norms a step, folded in batches ------------
+    def _add_row(self, core, pairs, dense):
+        """Stores this update's gradient norms (and the clipped gradient's) as
+        one row of a buffer: one fused norm and one stack a step. The sums,
+        counts, per-layer norms and records are computed from the rows in
+        batches (`_fold`), at each epoch end or when the buffer is full."""
+        import torch
+
+        s, rows = self._state, self._state["rows"]
+        step, is_update = self._torch_update_number(core)
+        if is_update is False:  # a step that only accumulates: nothing to count or record
+            return
+        norms = torch._foreach_norm(dense, 2, dtype=torch.float32)
+        if s["clipping"]:
+            norms += torch._foreach_norm(hooks.clip_gradients(core, dense), 2, dtype=torch.float32)
+        key = tuple(id(var) for _, var in pairs)
+        if rows["key"] != key or rows["count"] == len(rows["buffer"]):
+            self._fold()
+            if rows["key"] != key:
+                device = norms[0].device
+                group_of, spare = s["group_of"], len(s["groups"])
+                rows.update(key=key, buffer=torch.empty((_ROWS, len(norms)), dtype=torch.float32, device=device),
+                            groups=torch.tensor([group_of.get(id(var), spare) for _, var in pairs],
+                                                dtype=torch.int64, device=device))
+        torch.stack(norms, out=rows["buffer"][rows["count"]])
+        rows["steps"].append(step)
+        rows["count"] += 1
+
+    def _fold(self):
+        """Adds the buffered rows to the accumulators and the record buffer."""
+        import torch
+
+        s = self._state
+        rows = s.get("rows") if s is not None else None
+        if not rows or not rows["count"]:
+            return
+        n, width = rows["count"], len(rows["key"])
+        block = rows["buffer"][:n]
+        squares = block[:, :width].square()
+        norm = squares.sum(1).sqrt()
+        columns = [norm]
+        if s["clipping"]:
+            columns.append(block[:, width:].square().sum(1).sqrt())
+        if self.per_layer:
+            groups = len(s["groups"])
+            by_group = torch.zeros((n, groups + 1), dtype=torch.float32, device=block.device)
+            columns += list(by_group.index_add_(1, rows["groups"], squares)[:, :groups].sqrt().unbind(1))
+        finite = torch.isfinite(norm)
+        clipped = columns[1][finite].sum() if s["clipping"] else torch.zeros((), device=block.device)
+        s["acc"].value.add_(torch.stack([norm[finite].sum(), clipped, finite.sum().to(torch.float32),
+                                         (~finite).sum().to(torch.float32)]))
+        steps = np.asarray(rows["steps"], dtype=np.int64)
+        freq, capacity = self.update_freq, s["capacity"]
+        recorded = np.flatnonzero(steps % freq == 0)[-capacity:]  # the latest `capacity`: distinct slots
+        if len(recorded):
+            slots = torch.as_tensor((steps[recorded] // freq) % capacity, device=block.device)
+            picked = torch.as_tensor(recorded, device=block.device)
+            s["values"].value.index_copy_(0, slots, torch.stack(columns, 1)[picked])
+        rows["count"] = 0
+        rows["steps"].clear()
 
     def _weight_columns(self, before, after):
         """`weight_norm/<layer>` and `update_ratio/<layer>` from the weights
@@ -311,8 +432,10 @@ class GradientNormLogger(Participant):
     def _record(self, step, columns, is_update):
         """Adds one update to the accumulators and the record buffer (JAX: inside
         a `StatelessScope` over the metric's variables; torch: in place)."""
-        ops = keras.ops
         s = self._state
+        if s["backend"] == "torch":
+            return self._record_torch(step, columns, is_update)
+        ops = keras.ops
         norm = columns[0]
         zero, one = ops.zeros((), "float32"), ops.ones((), "float32")
         clipped = columns[1] if s["clipping"] else zero
@@ -328,13 +451,49 @@ class GradientNormLogger(Participant):
                 record = ops.logical_and(record, is_update)
             slot = ops.where(record, slot, capacity)
         row = ops.cast(_stack(columns), "float32")
-        if s["backend"] == "torch":  # in place: no copy of the buffer per step
-            s["acc"].value.add_(delta)
-            s["values"].value.index_copy_(0, ops.cast(ops.reshape(slot, (1,)), "int64"), row[None])
-            return
         acc, values = ops.convert_to_tensor(s["acc"]), ops.convert_to_tensor(s["values"])
         s["acc"].assign(acc + delta)
         s["values"].assign(ops.slice_update(values, (ops.cast(slot, "int32"), 0), row[None]))
+
+    def _record_torch(self, step, columns, is_update):
+        """`_record` with torch's own operations, in place (no copy of the buffer).
+        With the update number on the host (a CPU optimizer), the slot is
+        computed in Python and only the recorded updates touch the buffer."""
+        import torch
+
+        s = self._state
+        acc, values = s["acc"].value, s["values"].value
+        norm = columns[0]
+        consts = s.get("torch_constants")
+        if consts is None or consts[0].device != norm.device:
+            consts = [torch.tensor(v, dtype=torch.float32, device=norm.device) for v in (0.0, 1.0)]
+            consts.append(torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float32, device=norm.device))
+            s["torch_constants"] = consts
+        zero, one, nonfinite_row = consts
+        clipped = columns[1] if s["clipping"] else zero
+        finite = torch.isfinite(norm)
+        capacity, freq = s["capacity"], self.update_freq
+        if isinstance(step, int):  # known on the host
+            if is_update is False:  # a step that only accumulates: nothing to count or record
+                return
+            acc.add_(torch.where(finite, torch.stack([norm, clipped, one, zero]), nonfinite_row))
+            if step % freq == 0:
+                values[(step // freq) % capacity].copy_(torch.stack([c.to(torch.float32) for c in columns]))
+            return
+        if is_update is None:
+            counted, nonfinite = finite, one
+        else:
+            counted, nonfinite = finite & is_update, is_update.to(torch.float32)
+        acc.add_(torch.where(counted, torch.stack([norm, clipped, one, zero]),
+                             torch.stack([zero, zero, zero, nonfinite])))
+        slot = torch.div(step, freq, rounding_mode="floor") % capacity if freq > 1 else step % capacity
+        if freq > 1 or is_update is not None:
+            record = (step % freq == 0) if freq > 1 else is_update
+            if freq > 1 and is_update is not None:
+                record = record & is_update
+            slot = torch.where(record, slot, capacity)
+        row = torch.stack([c.to(torch.float32) for c in columns])
+        values.index_copy_(0, slot.reshape(1).to(torch.int64), row[None])
 
     def _wrap_stateless_apply(self, optimizer, original):
         """JAX: measure what `stateless_apply` receives; the trainer's
@@ -382,6 +541,11 @@ class GradientNormLogger(Participant):
         def apply(grads, trainable_variables=None):
             variables = (hooks.built_variables(optimizer) if trainable_variables is None
                          else list(trainable_variables))
+            if self._state.get("rows") is not None:
+                core, pairs, dense = self._prepared_gradients(optimizer, list(grads), variables)
+                if dense:
+                    self._add_row(core, pairs, dense)
+                    return original(grads, trainable_variables)
             step, columns, is_update = self._measure_gradients(optimizer, list(grads), variables)
             if self.weight_norms:
                 ops = keras.ops
@@ -405,6 +569,7 @@ class GradientNormLogger(Participant):
         return optimizer.iterations
 
     def _epoch_logs(self):
+        self._fold()
         acc = _numpy(self._state["acc"])
         count = max(float(acc[2]), 1.0)
         logs = {"grad_norm": float(acc[0]) / count, "grad_nonfinite": int(acc[3])}
@@ -432,6 +597,11 @@ class GradientNormLogger(Participant):
         self._writer = _summaries.ScalarWriter(dirs)
         self._state["flushed"] = int(_numpy(self._update_count()))  # updates before this fit()
         self._nonfinite_seen = 0
+        if (self._state["backend"] == "torch" and not (self.weight_norms or self.batch_logs or self.stop_on_nonfinite)
+                and _eager.reads_on_host(_torch_value(self._update_count()))):
+            # Rows of norms, folded in batches (`_add_row`); the options that
+            # need the running values at every step keep the per-step path.
+            self._state["rows"] = dict(key=None, buffer=(), groups=None, count=0, steps=[])
 
     def _attach(self, session):
         model, optimizer = self.model, self.model.optimizer
@@ -481,6 +651,7 @@ class GradientNormLogger(Participant):
     def on_epoch_begin(self, epoch, logs=None):
         # The means restart each epoch; the non-finite count runs over the fit().
         # (On JAX the state is on the variables between epochs.)
+        self._fold()
         acc = _numpy(self._state["acc"])
         self._state["acc"].assign(np.array([0.0, 0.0, 0.0, acc[3]], "float32"))
 
@@ -504,6 +675,7 @@ class GradientNormLogger(Participant):
                 f"\nBatch {batch}: non-finite gradient, stopping training (GradientNormLogger).")
 
     def _flush(self):
+        self._fold()
         s = self._state
         done = int(_numpy(self._update_count()))  # updates applied so far
         last, freq, capacity = s["flushed"], self.update_freq, s["capacity"]
@@ -592,7 +764,53 @@ def _square_norms(tensors):
         import torch
 
         return [torch.linalg.vector_norm(t, dtype=torch.float32) ** 2 for t in tensors]
-    return [ops.sum(ops.square(ops.cast(t, "float32"))) for t in tensors]
+    return [_sum_of_squares(ops.cast(t, "float32")) for t in tensors]
+
+
+def _sum_of_squares(t):
+    """`sum(|t| * |t|)` (JAX): not `square(t)`, which XLA would share with the
+    optimizer's own `square(gradient)` (Adam's second moment) and then write
+    out in full instead of fusing it into the update (5% of a small step)."""
+    ops = keras.ops
+    magnitude = ops.abs(t)
+    return ops.sum(magnitude * magnitude)
+
+
+def _total_square(tensors):
+    """`sum_i ||t_i||^2` in float32 (JAX): the large tensors reduced one by one,
+    the small ones (biases, the last layer) concatenated and reduced at once.
+    XLA on the CPU runs many small reductions slowly (on the digits MLP, six
+    reductions took 50 us where this takes 20 us)."""
+    ops = keras.ops
+    total, small = None, []
+    for t in tensors:
+        t = ops.cast(t, "float32")
+        if int(np.prod(t.shape)) <= _SMALL:
+            small.append(ops.reshape(t, (-1,)))
+            continue
+        q = _sum_of_squares(t)
+        total = q if total is None else total + q
+    if small:
+        q = _sum_of_squares(small[0] if len(small) == 1 else ops.concatenate(small))
+        total = q if total is None else total + q
+    return ops.zeros((), "float32") if total is None else total
+
+
+def _torch_square_norms(tensors):
+    """torch: `||t||^2` of each tensor as one float32 vector (one fused call)."""
+    import torch
+
+    tensors = list(tensors)
+    if not tensors:
+        return torch.zeros(0, dtype=torch.float32)
+    norms = torch._foreach_norm(tensors, 2, dtype=torch.float32)
+    squares = torch.stack(norms)
+    return squares * squares
+
+
+def _torch_value(value):
+    """torch: a variable's tensor (a tensor as is)."""
+    return value.value if isinstance(value, keras.Variable) else value
 
 
 def _stack(tensors):

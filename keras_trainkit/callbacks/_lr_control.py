@@ -47,10 +47,17 @@ from keras import ops
 
 from keras_trainkit import _keras_hooks as hooks
 from keras_trainkit import schedules
-from keras_trainkit.callbacks import _summaries
-from keras_trainkit.schedules._base import call_schedule, serialize_schedule
+from keras_trainkit.callbacks import _eager, _summaries
+from keras_trainkit.schedules._base import (
+    call_schedule,
+    deserialize_schedule,
+    serialize_schedule,
+)
 
 LR = keras.optimizers.schedules.LearningRateSchedule
+
+# torch: updates covered by a controller's device table of rates.
+_TABLE_LENGTH = 1024
 
 # Each optimizer's own rate before anything rescaled it, in this process (b_0).
 _REFERENCE_RATES: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
@@ -218,6 +225,7 @@ class RateController:
         self._host_fn: Any = None
         self._cache: tuple[int, int, np.ndarray] | None = None  # (version, first update, rates)
         self._written: int | None = None
+        self._table: tuple | None = None  # torch: (key, first update, train calls, rates on the device, on the host)
 
     # -- the schedule ------------------------------------------------------------------
     def schedule_with(self, base: Any) -> Any:
@@ -227,12 +235,8 @@ class RateController:
     def rate_of(self, steps: Any, base: Any, factor: Any) -> Any:
         """Rates at float32 `steps` given `b` and `f` (tensors): the one formula
         used in the step and, compiled, on the host."""
-        rate = call_schedule(self.schedule_with(base if self.relative else None), steps)
-        if self.reference is not None:
-            rate = rate * (base / self.reference)
-        if self.factor is not None:
-            rate = rate * factor
-        return rate
+        return _rate_formula(self.schedule, self.relative, self.reference, steps, base,
+                             factor if self.factor is not None else None)
 
     def rate_at(self, step: Any) -> Any:
         base = ops.cast(self.variable, "float32") if self.variable is not None else None
@@ -241,18 +245,76 @@ class RateController:
 
     # -- what Keras' optimizer calls ------------------------------------------------
     def __call__(self):
-        if _in_traced_step() or (self.session is not None and self.session._active_calls
-                                 and keras.backend.backend() != "tensorflow"):
+        if _in_traced_step():  # TensorFlow, tracing the step
             return self.rate_at(self.optimizer.iterations)
-        if not self.session.alive():  # left by a fit that failed: heal
-            self.session.abort()
+        session = self.session
+        backend = keras.backend.backend()
+        if backend != "tensorflow" and session is not None and session.in_train_step:
+            if backend == "torch":
+                return self._torch_rate()
+            return self.rate_at(self.optimizer.iterations)  # JAX: traced (or run eagerly)
+        if not session._active_calls and not session.alive():  # left by a fit that failed: heal
+            session.abort()
             return self.optimizer.learning_rate
-        if keras.backend.backend() != "tensorflow":
-            return self.rate_at(self.optimizer.iterations)
         # Eager read (`optimizer.learning_rate`, e.g. by ReduceLROnPlateau or
-        # keras.callbacks.TensorBoard at an epoch end): the next update's rate,
-        # from the compiled host evaluation, not a few ms of eager ops.
+        # keras.callbacks.TensorBoard at an epoch end, or a TensorFlow step
+        # run eagerly): the next update's rate, from the cached host
+        # evaluation, not a few ms of eager ops.
         return ops.convert_to_tensor(self.rate_of_update(self._update_count()))
+
+    def _torch_rate(self) -> Any:
+        """torch: the coming update's rate, read from a table of the rates of
+        the next updates, computed by the same formula as `rate_at` (a
+        `keras.ops` evaluation costs about 200 us a step on torch). On the CPU
+        the table is indexed by the update count read on the host; on an
+        accelerator by one `take` on the device (no host sync). The table is
+        rebuilt when the optimizer's rate or the batch-size factor changed (the
+        torch tensors' version counters, bumped by every in-place assign) and
+        before it could run out (each train-function call applies at most one
+        update on torch)."""
+        import torch
+
+        if torch.compiler.is_compiling():  # traced by torch.compile (jit_compile=True)
+            return self.rate_at(self.optimizer.iterations)
+        key = (self._version, _tensor_version(self.variable), _tensor_version(self.factor))
+        iterations = self.optimizer.iterations
+        if isinstance(iterations, keras.Variable):
+            iterations = iterations.value
+        table = self._table
+        if _eager.reads_on_host(iterations):  # the CPU: index on the host
+            index = int(iterations) - table[1] if table is not None else -1
+            if table is None or table[0] != key or not 0 <= index < len(table[3]):
+                table = self._build_table(key)
+                index = int(iterations) - table[1]
+            return table[3][index]
+        if (table is None or table[0] != key
+                or self.session.train_calls - table[2] + 1 >= len(table[3])):
+            table = self._build_table(key)
+        return torch.take(table[3], (iterations - table[1]).to(torch.int64))
+
+    def _table_rates(self, updates: np.ndarray) -> np.ndarray | None:
+        """torch: the rates of `updates` from the step's table, when it holds
+        them all with the current rate and factor (else None)."""
+        table = self._table
+        if table is None or not len(updates):
+            return None
+        start, values = table[1], table[4]
+        if updates.min() < start or updates.max() >= start + len(values):
+            return None
+        if table[0] != (self._version, _tensor_version(self.variable), _tensor_version(self.factor)):
+            return None
+        return values[updates - start]
+
+    def _build_table(self, key: tuple) -> tuple:
+        import torch
+
+        start = self._update_count()
+        factor = float(ops.convert_to_numpy(self.factor)) if self.factor is not None else 1.0
+        steps = np.arange(start, start + _TABLE_LENGTH, dtype="float32")
+        values = self._evaluate(steps, self._base_value(), factor)
+        device = ops.convert_to_tensor(self.optimizer.iterations).device
+        self._table = (key, start, self.session.train_calls, torch.as_tensor(values, device=device), values)
+        return self._table
 
     def assign(self, value):
         """`optimizer.learning_rate = value` rescales the optimizer's own rate."""
@@ -316,6 +378,9 @@ class RateController:
         the schedule once (a compiled call) for its TensorBoard rates, the epoch
         logs and Keras' TensorBoard and ReduceLROnPlateau (which read
         `optimizer.learning_rate`, the next update's rate)."""
+        table = self._table_rates(np.array([update]))
+        if table is not None:
+            return table[0]
         cached = self._cache
         if not (cached is not None and cached[0] == self._version
                 and cached[1] <= update < cached[1] + len(cached[2])):
@@ -325,6 +390,9 @@ class RateController:
 
     def rates_on_host(self, updates: np.ndarray) -> np.ndarray:
         """float32 rates used by the given update numbers, as the step computes them."""
+        table = self._table_rates(updates)
+        if table is not None:
+            return table
         starts = np.array([c[0] for c in self.changes])
         which = np.searchsorted(starts, updates, side="right") - 1
         values = np.empty(len(updates), "float32")
@@ -337,9 +405,20 @@ class RateController:
         return values
 
     def _evaluate(self, steps: np.ndarray, base: float, factor: float) -> np.ndarray:
-        """`rate_of` on the host: one concrete function on TensorFlow (a fraction
-        of a millisecond a call against a few ms of eager operations)."""
-        if keras.backend.backend() != "tensorflow":
+        """`rate_of` on the host, compiled on TensorFlow and JAX (a fraction of
+        a millisecond a call against a few ms of eager operations); eager
+        `torch` operations on torch."""
+        backend = keras.backend.backend()
+        if backend == "jax":
+            if self._host_fn is None:
+                self._host_fn = _jax_host_function(self)
+            # Padded to a power of two: a few compiled shapes serve every call.
+            n = len(steps)
+            padded = np.zeros(max(8, 1 << max(n - 1, 0).bit_length()), "float32")
+            padded[:n] = steps
+            result = self._host_fn(padded, np.float32(base), np.float32(factor))
+            return np.asarray(result, "float32")[:n]
+        if backend != "tensorflow":
             result = self.rate_of(ops.convert_to_tensor(steps), ops.convert_to_tensor(np.float32(base)),
                                   ops.convert_to_tensor(np.float32(factor)))
             return np.asarray(ops.convert_to_numpy(result), "float32")
@@ -515,6 +594,56 @@ def _strategy_scope(model: keras.Model):
 
     strategy = getattr(model, "distribute_strategy", None) if keras.backend.backend() == "tensorflow" else None
     return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def _rate_formula(schedule: Any, relative: bool, reference: float | None, steps: Any, base: Any,
+                  factor: Any) -> Any:
+    """`rate(t) = schedule_b(t) * f` (relative) or `schedule(t) * (b / b_0) * f`."""
+    rate = call_schedule(schedule.with_base(base) if relative else schedule, steps)
+    if reference is not None:
+        rate = rate * (base / reference)
+    if factor is not None:
+        rate = rate * factor
+    return rate
+
+
+# JAX: jitted host evaluations, shared by the controllers of equal schedules
+# (a tuner's trials compile once), keyed by the schedule's serialized config.
+_JAX_HOST_FUNCTIONS: dict[Any, Any] = {}
+_JAX_HOST_FUNCTIONS_MAX = 32
+
+
+def _jax_host_function(controller: RateController) -> Any:
+    """A jitted `(steps, b, f) -> rates` for `controller`'s formula; it holds a
+    copy of the schedule, never the controller (nor its model)."""
+    import json
+
+    import jax
+
+    relative, reference, has_factor = controller.relative, controller.reference, controller.factor is not None
+    try:
+        config = serialize_schedule(controller.schedule)
+        key = (json.dumps(config, sort_keys=True), relative, reference, has_factor)
+        schedule = deserialize_schedule(config)
+    except Exception:  # a schedule that does not serialize: compiled for this fit only
+        key, schedule = None, controller.schedule
+    function = _JAX_HOST_FUNCTIONS.get(key) if key is not None else None
+    if function is None:
+        function = jax.jit(lambda steps, base, factor: _rate_formula(
+            schedule, relative, reference, steps, base, factor if has_factor else None))
+        if key is not None:
+            if len(_JAX_HOST_FUNCTIONS) >= _JAX_HOST_FUNCTIONS_MAX:
+                _JAX_HOST_FUNCTIONS.pop(next(iter(_JAX_HOST_FUNCTIONS)))
+            _JAX_HOST_FUNCTIONS[key] = function
+    return function
+
+
+def _tensor_version(variable: Any) -> tuple[int, int] | None:
+    """torch: identity and in-place version counter of a variable's tensor."""
+    if variable is None:
+        return None
+    value = variable.value
+    return id(value), value._version
 
 
 def _in_traced_step() -> bool:

@@ -99,6 +99,8 @@ class Session:
         self._undo: list[tuple[Callable[[], None], bool]] = []  # (undo, also on success)
         self._per_call: dict[tuple[int, str], list[Any]] = {}
         self._active_calls = 0
+        self.train_calls = 0  # calls of the fit's train function (a host-side bound on updates)
+        self.in_train_step = False  # while the fit's train function runs (or is traced)
         self.rebuild_train_function_on_close = False
 
     # -- life cycle ------------------------------------------------------------------
@@ -280,6 +282,8 @@ class Session:
                     own = model.make_train_function()
                 return own(*args, **kwargs)
             session._active_calls += 1
+            session.train_calls += 1
+            session.in_train_step = True
             if session._per_call:
                 session._apply_per_call()
             try:
@@ -289,6 +293,7 @@ class Session:
                 raise
             finally:
                 session._active_calls -= 1
+                session.in_train_step = False
                 if session._per_call:
                     session._remove_per_call()
 

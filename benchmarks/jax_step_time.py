@@ -1,0 +1,114 @@
+"""JAX: the compiled train step alone, with and without keras_trainkit's callbacks.
+
+`callback_overhead.py` times whole epochs, which on JAX include the host's
+work between steps (data slicing, Keras' callback dispatch) and, on a shared
+2-core machine, a lot of noise for a 0.4 ms step. This script isolates what
+the callbacks add to the *compiled* step: in a 1-epoch fit of the same MLP
+(Adam, batch 32) it jits `model.train_step` as the fit runs it (with the
+callbacks' step wrappers in place), then times that function alone on one
+batch (median of 15 blocks of 300 calls). Configurations alternate and
+ratios are paired within each repeat, as in `callback_overhead.py`.
+
+    KERAS_BACKEND=jax python benchmarks/jax_step_time.py
+    KERAS_BACKEND=jax python benchmarks/jax_step_time.py --configs lr,gradnorm100,stack --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import machine, markdown_table, paired_ratios, write_json  # noqa: E402
+from callback_overhead import (  # noqa: E402
+    CONFIGS,
+    build_model,
+    config_names,
+    load_data,
+    make_callbacks,
+)
+
+
+def step_time(name: str, x, y, blocks: int, calls: int) -> float:
+    """Seconds per call of the compiled train step of a fit with config `name`."""
+    import jax
+    import keras
+
+    from keras_trainkit.callbacks._session import current_session
+
+    batch = (jax.numpy.asarray(x[:32]), jax.numpy.asarray(y[:32]))
+    found = []
+
+    class TimeStep(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            model = self.model
+            session = current_session(model)
+            if session is not None:
+                session._apply_per_call()  # the step wrappers, as while the fit's step runs
+            try:
+                state = ([v.value for v in model.trainable_variables],
+                         [v.value for v in model.non_trainable_variables],
+                         [v.value for v in model.optimizer.variables],
+                         [v.value for v in model.metrics_variables])
+                step = jax.jit(model.train_step)
+                jax.block_until_ready(step(state, batch))
+            finally:
+                if session is not None:
+                    session._remove_per_call()
+            times = []
+            for _ in range(blocks):
+                start = time.perf_counter()
+                for _ in range(calls):
+                    out = step(state, batch)
+                jax.block_until_ready(out)
+                times.append((time.perf_counter() - start) / calls)
+            found.append(statistics.median(times))
+
+    keras.utils.set_random_seed(0)
+    lr = 0.001
+    if name == "compiled":
+        from keras_trainkit import schedules as S
+
+        lr = S.WarmUp(S.CosineDecay(0.001, 2000), 100)
+    model = build_model("mlp", lr)
+    with tempfile.TemporaryDirectory() as log_dir:
+        model.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0,
+                  callbacks=[*make_callbacks(name, log_dir), TimeStep()])
+    return found[0]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", default="lr,compiled,gradnorm1,gradnorm100,stack")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--blocks", type=int, default=15)
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                                      "jax_step_time.json"))
+    args = parser.parse_args(argv)
+    import keras
+
+    if keras.backend.backend() != "jax":
+        raise SystemExit("Run with KERAS_BACKEND=jax.")
+    names = config_names(args.configs)
+    if "bare" not in names:
+        names.insert(0, "bare")
+    x, y = load_data("mlp", False, 1)
+    results = paired_ratios({CONFIGS[n]: (lambda n=n: step_time(n, x, y, args.blocks, args.calls)) for n in names},
+                            CONFIGS["bare"], args.repeats)
+    table = markdown_table(results, CONFIGS["bare"])
+    print(table)
+    write_json(args.out, {"benchmark": "jax_step_time", "backend": "jax", "machine": machine(),
+                          "repeats": args.repeats, "blocks": args.blocks, "calls": args.calls,
+                          "command": "KERAS_BACKEND=jax python benchmarks/jax_step_time.py " + " ".join(
+                              argv if argv is not None else sys.argv[1:]),
+                          "results": results, "table": table})
+    return results
+
+
+if __name__ == "__main__":
+    main()
