@@ -5,12 +5,14 @@ work between steps (data slicing, Keras' callback dispatch) and, on a shared
 2-core machine, a lot of noise for a 0.4 ms step. This script isolates what
 the callbacks add to the *compiled* step: in a 1-epoch fit of the same MLP
 (Adam, batch 32) it jits `model.train_step` as the fit runs it (with the
-callbacks' step wrappers in place), then times that function alone on one
-batch (median of 15 blocks of 300 calls). Configurations alternate and
-ratios are paired within each repeat, as in `callback_overhead.py`.
+callbacks' step wrappers in place), compiles it, and after every
+configuration's fit times these functions alone on one batch, taking turns
+block by block (201 blocks of 50 calls, alternating order). Ratios are paired
+block by block and summarised by their median: a slow spell of the shared
+machine hits every configuration alike.
 
     KERAS_BACKEND=jax python benchmarks/jax_step_time.py
-    KERAS_BACKEND=jax python benchmarks/jax_step_time.py --configs lr,gradnorm100,stack --repeats 5
+    KERAS_BACKEND=jax python benchmarks/jax_step_time.py --configs lr,gradnorm100,stack --blocks 401
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import machine, markdown_table, paired_ratios, write_json  # noqa: E402
+from _common import machine, markdown_table, write_json  # noqa: E402
 from callback_overhead import (  # noqa: E402
     CONFIGS,
     build_model,
@@ -33,8 +35,9 @@ from callback_overhead import (  # noqa: E402
 )
 
 
-def step_time(name: str, x, y, blocks: int, calls: int) -> float:
-    """Seconds per call of the compiled train step of a fit with config `name`."""
+def compiled_step(name: str, x, y):
+    """`(step, state, batch)`: the train step of a fit with config `name`, jitted
+    as the fit runs it (the callbacks' step wrappers in place) and compiled."""
     import jax
     import keras
 
@@ -43,7 +46,7 @@ def step_time(name: str, x, y, blocks: int, calls: int) -> float:
     batch = (jax.numpy.asarray(x[:32]), jax.numpy.asarray(y[:32]))
     found = []
 
-    class TimeStep(keras.callbacks.Callback):
+    class Capture(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             model = self.model
             session = current_session(model)
@@ -55,18 +58,11 @@ def step_time(name: str, x, y, blocks: int, calls: int) -> float:
                          [v.value for v in model.optimizer.variables],
                          [v.value for v in model.metrics_variables])
                 step = jax.jit(model.train_step)
-                jax.block_until_ready(step(state, batch))
+                jax.block_until_ready(step(state, batch))  # traced and compiled here
             finally:
                 if session is not None:
                     session._remove_per_call()
-            times = []
-            for _ in range(blocks):
-                start = time.perf_counter()
-                for _ in range(calls):
-                    out = step(state, batch)
-                jax.block_until_ready(out)
-                times.append((time.perf_counter() - start) / calls)
-            found.append(statistics.median(times))
+            found.append((step, state, batch))
 
     keras.utils.set_random_seed(0)
     lr = 0.001
@@ -77,16 +73,34 @@ def step_time(name: str, x, y, blocks: int, calls: int) -> float:
     model = build_model("mlp", lr)
     with tempfile.TemporaryDirectory() as log_dir:
         model.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0,
-                  callbacks=[*make_callbacks(name, log_dir), TimeStep()])
+                  callbacks=[*make_callbacks(name, log_dir), Capture()])
     return found[0]
+
+
+def interleaved(steps: dict, blocks: int, calls: int) -> dict:
+    """Per configuration, the seconds per call of each block; the
+    configurations take turns block by block (alternating order), so a slow
+    spell of the machine hits them alike."""
+    import jax
+
+    times: dict = {name: [] for name in steps}
+    names = list(steps)
+    for b in range(blocks):
+        for name in names if b % 2 == 0 else names[::-1]:
+            step, state, batch = steps[name]
+            start = time.perf_counter()
+            for _ in range(calls):
+                out = step(state, batch)
+            jax.block_until_ready(out)
+            times[name].append((time.perf_counter() - start) / calls)
+    return times
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--configs", default="lr,compiled,gradnorm1,gradnorm100,stack")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--blocks", type=int, default=15)
-    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--blocks", type=int, default=201)
+    parser.add_argument("--calls", type=int, default=50)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                                       "jax_step_time.json"))
     args = parser.parse_args(argv)
@@ -98,12 +112,18 @@ def main(argv=None):
     if "bare" not in names:
         names.insert(0, "bare")
     x, y = load_data("mlp", False, 1)
-    results = paired_ratios({CONFIGS[n]: (lambda n=n: step_time(n, x, y, args.blocks, args.calls)) for n in names},
-                            CONFIGS["bare"], args.repeats)
+    steps = {CONFIGS[n]: compiled_step(n, x, y) for n in names}
+    times = interleaved(steps, args.blocks, args.calls)
+    baseline = times[CONFIGS["bare"]]
+    results = {}
+    for label, t in times.items():
+        ratios = [a / b for a, b in zip(t, baseline)]  # paired block by block
+        results[label] = {"median_seconds": statistics.median(t), "median_ratio": statistics.median(ratios),
+                          "ratios": ratios}
     table = markdown_table(results, CONFIGS["bare"])
     print(table)
     write_json(args.out, {"benchmark": "jax_step_time", "backend": "jax", "machine": machine(),
-                          "repeats": args.repeats, "blocks": args.blocks, "calls": args.calls,
+                          "blocks": args.blocks, "calls": args.calls,
                           "command": "KERAS_BACKEND=jax python benchmarks/jax_step_time.py " + " ".join(
                               argv if argv is not None else sys.argv[1:]),
                           "results": results, "table": table})

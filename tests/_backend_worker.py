@@ -89,6 +89,25 @@ def scenario_in_step(keras, C, S):
     return {"weights": _weights(ours), "reference": _weights(reference), "rate_at_calls": len(calls)}
 
 
+def scenario_counter_reset(keras, C, S):
+    """The update count set at epoch ends (as a restore would do), forward then
+    back: the next updates use the rates of the count as set, as Keras' own
+    compiled schedule does."""
+    class Reset(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch < 2:  # past the 1024 rates torch tabulates, then back below them
+                self.model.optimizer.iterations.assign((1500, 2)[epoch])
+
+    x, y = _data()
+    ours = _model(keras, keras.optimizers.Adam(0.02))
+    ours.fit(x, y, batch_size=16, epochs=3, verbose=0, shuffle=False,
+             callbacks=[C.WarmUp(5, initial_learning_rate=0.001), C.ExponentialDecay(6, 0.5), Reset()])
+    reference = _model(keras, keras.optimizers.Adam(S.WarmUp(S.ExponentialDecay(0.02, 6, 0.5), 5, 0.001)))
+    reference.fit(x, y, batch_size=16, epochs=3, verbose=0, shuffle=False, callbacks=[Reset()])
+    return {"weights": _weights(ours), "reference": _weights(reference),
+            "iterations": int(keras.ops.convert_to_numpy(ours.optimizer.iterations))}
+
+
 def scenario_accumulation(keras, C, S):
     x, y = _data()
     model = _model(keras, keras.optimizers.SGD(0.05, gradient_accumulation_steps=2))

@@ -20,7 +20,7 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BACKENDS = ("jax", "torch")
-DEVICE_SCENARIOS = ("plateau", "in_step", "accumulation", "batch_size")
+DEVICE_SCENARIOS = ("plateau", "in_step", "counter_reset", "accumulation", "batch_size")
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +76,19 @@ def test_rate_applied_inside_the_step(results, backend):
     close_weights(run["weights"], results["tensorflow"]["in_step"]["weights"])
     if backend == "jax":
         assert run["rate_at_calls"] == 1  # traced once: no per-step Python on JAX's hot path
+
+
+@pytest.mark.parametrize("backend", ("tensorflow", *BACKENDS, "torch_device"))
+def test_rates_follow_an_update_count_set_back(results, backend):
+    """`optimizer.iterations` assigned at epoch ends (6 updates an epoch; set to
+    1500 after the first, back to 2 after the second): the weights equal those
+    of Keras' own compiled schedule, which reads the count in the step. On
+    torch the table of the coming rates must notice both (on an accelerator,
+    without reading the count)."""
+    run = results[backend]["counter_reset"]
+    assert run["iterations"] == 2 + 6
+    close_weights(run["weights"], run["reference"], tol=1e-6)
+    close_weights(run["weights"], results["tensorflow"]["counter_reset"]["weights"])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

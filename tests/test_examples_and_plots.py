@@ -84,7 +84,7 @@ def test_jax_step_time_benchmark_smoke(tmp_path):
     out = tmp_path / "step.json"
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "jax_step_time.py"), "--configs",
-                           "gradnorm100", "--repeats", "1", "--blocks", "1", "--calls", "2", "--out", str(out)],
+                           "gradnorm100", "--blocks", "2", "--calls", "2", "--out", str(out)],
                           capture_output=True, text=True, env=env, timeout=240, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())["results"]

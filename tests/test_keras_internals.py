@@ -479,5 +479,28 @@ def test_jax_trainer_threads_metrics_variables_through_the_step():
     assert hooks.jax_step_state_with_metrics(state, [6, 7]) == ([1], [2], [3], [6, 7])
 
 
+def test_torch_facts_the_eager_paths_rely_on():
+    """What torch's eager paths (`callbacks/_eager.py`, the rate table of
+    `_lr_control`, GradientNormLogger's rows) assume: Keras' torch variables
+    assign in place (the tensor's `_version` counter moves, so a rate table
+    built for an older base rate is seen to be stale); Keras' torch trainer
+    runs one step per train-function call (the bound on the updates a table
+    must cover); `torch._foreach_norm` takes an output dtype."""
+    torch = pytest.importorskip("torch")
+    from keras.src.backend.torch import core as torch_core
+    from keras.src.backend.torch import trainer as torch_trainer
+
+    assert "self.value.copy_(value)" in inspect.getsource(torch_core.Variable._direct_assign)
+    make = inspect.getsource(torch_trainer.TorchTrainer.make_train_function)
+    assert "`steps_per_execution` must be 1 with the PyTorch backend" in make
+    t = torch.zeros(3)
+    before = t._version
+    t.copy_(torch.ones(3))
+    assert t._version == before + 1
+    norms = torch._foreach_norm([torch.full((4,), 2.0), torch.ones(2, dtype=torch.float16)], 2, dtype=torch.float32)
+    assert [n.dtype for n in norms] == [torch.float32, torch.float32]
+    assert [float(n) for n in norms] == [4.0, pytest.approx(2 ** 0.5)]
+
+
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(pytest.main([__file__, "-q"]))

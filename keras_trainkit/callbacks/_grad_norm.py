@@ -38,7 +38,6 @@ from keras_trainkit.callbacks._session import Participant, Session
 
 _DEFAULT_CAPACITY = 4096
 _ROWS = 256  # torch: norm rows buffered between folds
-_SMALL = 4096  # JAX: tensors up to this size are reduced together
 
 
 class GradientNormLogger(Participant):
@@ -300,13 +299,10 @@ class GradientNormLogger(Participant):
         if core is not None and core.gradient_accumulation_steps:
             k = core.gradient_accumulation_steps
             is_update = ops.equal((ops.convert_to_tensor(hooks.raw_iterations(core)) + 1) % k, 0)
-        if self.per_layer:
-            squares = _square_norms(dense)
-            columns = [_sqrt_sum(squares)]
-        else:
-            columns = [ops.sqrt(_total_square(dense))]
+        squares = _square_norms(dense)
+        columns = [_sqrt_sum(squares)]
         if s["clipping"]:
-            columns.append(ops.sqrt(_total_square(hooks.clip_gradients(core, dense))))
+            columns.append(_sqrt_sum(_square_norms(hooks.clip_gradients(core, dense))))
         if self.per_layer:
             columns += [_sqrt_sum(q) for q in _by_group(s, pairs, squares)]
         step = ops.convert_to_tensor(self._update_count()) + 1  # a new tensor: read before the update
@@ -764,36 +760,7 @@ def _square_norms(tensors):
         import torch
 
         return [torch.linalg.vector_norm(t, dtype=torch.float32) ** 2 for t in tensors]
-    return [_sum_of_squares(ops.cast(t, "float32")) for t in tensors]
-
-
-def _sum_of_squares(t):
-    """`sum(|t| * |t|)` (JAX): not `square(t)`, which XLA would share with the
-    optimizer's own `square(gradient)` (Adam's second moment) and then write
-    out in full instead of fusing it into the update (5% of a small step)."""
-    ops = keras.ops
-    magnitude = ops.abs(t)
-    return ops.sum(magnitude * magnitude)
-
-
-def _total_square(tensors):
-    """`sum_i ||t_i||^2` in float32 (JAX): the large tensors reduced one by one,
-    the small ones (biases, the last layer) concatenated and reduced at once.
-    XLA on the CPU runs many small reductions slowly (on the digits MLP, six
-    reductions took 50 us where this takes 20 us)."""
-    ops = keras.ops
-    total, small = None, []
-    for t in tensors:
-        t = ops.cast(t, "float32")
-        if int(np.prod(t.shape)) <= _SMALL:
-            small.append(ops.reshape(t, (-1,)))
-            continue
-        q = _sum_of_squares(t)
-        total = q if total is None else total + q
-    if small:
-        q = _sum_of_squares(small[0] if len(small) == 1 else ops.concatenate(small))
-        total = q if total is None else total + q
-    return ops.zeros((), "float32") if total is None else total
+    return [ops.sum(ops.square(ops.cast(t, "float32"))) for t in tensors]
 
 
 def _torch_square_norms(tensors):

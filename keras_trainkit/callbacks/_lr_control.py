@@ -225,7 +225,8 @@ class RateController:
         self._host_fn: Any = None
         self._cache: tuple[int, int, np.ndarray] | None = None  # (version, first update, rates)
         self._written: int | None = None
-        self._table: tuple | None = None  # torch: (key, first update, train calls, rates on the device, on the host)
+        # torch: (key, first update, train calls, rates on the device and on the host, counter version)
+        self._table: tuple | None = None
 
     # -- the schedule ------------------------------------------------------------------
     def schedule_with(self, base: Any) -> Any:
@@ -287,8 +288,13 @@ class RateController:
                 table = self._build_table(key)
                 index = int(iterations) - table[1]
             return table[3][index]
-        if (table is None or table[0] != key
-                or self.session.train_calls - table[2] + 1 >= len(table[3])):
+        # On the device the count is not read: the table is stale when it may
+        # run out, or when the counter moved by more than one increment per
+        # train call since it was built (something assigned it: a restore).
+        calls = self.session.train_calls - table[2] if table is not None else 0
+        counter = _tensor_version(hooks.raw_iterations(self.optimizer))
+        if (table is None or table[0] != key or calls + 1 >= len(table[3]) or counter[0] != table[5][0]
+                or counter[1] - table[5][1] > calls):
             table = self._build_table(key)
         return torch.take(table[3], (iterations - table[1]).to(torch.int64))
 
@@ -313,7 +319,8 @@ class RateController:
         steps = np.arange(start, start + _TABLE_LENGTH, dtype="float32")
         values = self._evaluate(steps, self._base_value(), factor)
         device = ops.convert_to_tensor(self.optimizer.iterations).device
-        self._table = (key, start, self.session.train_calls, torch.as_tensor(values, device=device), values)
+        self._table = (key, start, self.session.train_calls, torch.as_tensor(values, device=device), values,
+                       _tensor_version(hooks.raw_iterations(self.optimizer)))
         return self._table
 
     def assign(self, value):
