@@ -328,9 +328,7 @@ class GradientNormLogger(Participant):
             key = tuple(id(var) for _, var in pairs)
             index = s.get("torch_group_index")
             if index is None or index[0] != key:
-                group_of, spare = s["group_of"], len(s["groups"])
-                index = (key, torch.tensor([group_of.get(id(var), spare) for _, var in pairs],
-                                           dtype=torch.int64, device=squares.device))
+                index = (key, _torch_group_index(s, pairs, squares.device))
                 s["torch_group_index"] = index
             by_group = torch.zeros(len(s["groups"]) + 1, dtype=torch.float32, device=squares.device)
             columns += list(by_group.index_add_(0, index[1], squares)[:-1].sqrt().unbind())
@@ -363,18 +361,16 @@ class GradientNormLogger(Participant):
         step, is_update = self._torch_update_number(core)
         if is_update is False:  # a step that only accumulates: nothing to count or record
             return
-        norms = torch._foreach_norm(dense, 2, dtype=torch.float32)
+        norms = _torch_norms(dense)
         if s["clipping"]:
-            norms += torch._foreach_norm(hooks.clip_gradients(core, dense), 2, dtype=torch.float32)
+            norms += _torch_norms(hooks.clip_gradients(core, dense))
         key = tuple(id(var) for _, var in pairs)
         if rows["key"] != key or rows["count"] == len(rows["buffer"]):
             self._fold()
             if rows["key"] != key:
                 device = norms[0].device
-                group_of, spare = s["group_of"], len(s["groups"])
                 rows.update(key=key, buffer=torch.empty((_ROWS, len(norms)), dtype=torch.float32, device=device),
-                            groups=torch.tensor([group_of.get(id(var), spare) for _, var in pairs],
-                                                dtype=torch.int64, device=device))
+                            groups=_torch_group_index(s, pairs, device))
         torch.stack(norms, out=rows["buffer"][rows["count"]])
         rows["steps"].append(step)
         rows["count"] += 1
@@ -763,16 +759,32 @@ def _square_norms(tensors):
     return [ops.sum(ops.square(ops.cast(t, "float32"))) for t in tensors]
 
 
-def _torch_square_norms(tensors):
-    """torch: `||t||^2` of each tensor as one float32 vector (one fused call)."""
+def _torch_norms(tensors):
+    """torch: the float32 L2 norm of each tensor (one fused call)."""
     import torch
 
     tensors = list(tensors)
-    if not tensors:
+    return list(torch._foreach_norm(tensors, 2, dtype=torch.float32)) if tensors else []
+
+
+def _torch_square_norms(tensors):
+    """torch: `||t||^2` of each tensor as one float32 vector."""
+    import torch
+
+    norms = _torch_norms(tensors)
+    if not norms:
         return torch.zeros(0, dtype=torch.float32)
-    norms = torch._foreach_norm(tensors, 2, dtype=torch.float32)
     squares = torch.stack(norms)
     return squares * squares
+
+
+def _torch_group_index(state, pairs, device):
+    """torch: each gradient's layer group as an index tensor (the spare last
+    group for a variable in none)."""
+    import torch
+
+    group_of, spare = state["group_of"], len(state["groups"])
+    return torch.tensor([group_of.get(id(var), spare) for _, var in pairs], dtype=torch.int64, device=device)
 
 
 def _torch_value(value):
