@@ -75,6 +75,16 @@ def make_callbacks(name, log_dir):
     }[name]()
 
 
+def config_learning_rate(name):
+    """The optimizer's learning rate for configuration `name`: the stack's
+    schedule compiled into it for "compiled", else 0.001."""
+    if name != "compiled":
+        return 0.001
+    from keras_trainkit import schedules as S
+
+    return S.WarmUp(S.CosineDecay(0.001, 2000), 100)
+
+
 def config_names(configs: str) -> list[str]:
     """`--configs` as a list of known configuration names."""
     names = [n.strip() for n in configs.split(",") if n.strip()]
@@ -140,12 +150,7 @@ def main(argv=None):
     def run(name):
         def once():
             keras.utils.set_random_seed(0)
-            lr = 0.001
-            if name == "compiled":
-                from keras_trainkit import schedules as S
-
-                lr = S.WarmUp(S.CosineDecay(0.001, 2000), 100)
-            model = build_model(args.model, lr)
+            model = build_model(args.model, config_learning_rate(name))
             timer = EpochTimer()
             with tempfile.TemporaryDirectory() as log_dir:
                 model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, verbose=0,

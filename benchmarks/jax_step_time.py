@@ -29,6 +29,7 @@ from _common import machine, markdown_table, write_json  # noqa: E402
 from callback_overhead import (  # noqa: E402
     CONFIGS,
     build_model,
+    config_learning_rate,
     config_names,
     load_data,
     make_callbacks,
@@ -65,12 +66,7 @@ def compiled_step(name: str, x, y):
             found.append((step, state, batch))
 
     keras.utils.set_random_seed(0)
-    lr = 0.001
-    if name == "compiled":
-        from keras_trainkit import schedules as S
-
-        lr = S.WarmUp(S.CosineDecay(0.001, 2000), 100)
-    model = build_model("mlp", lr)
+    model = build_model("mlp", config_learning_rate(name))
     with tempfile.TemporaryDirectory() as log_dir:
         model.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0,
                   callbacks=[*make_callbacks(name, log_dir), Capture()])
