@@ -22,3 +22,10 @@ def reads_on_host(count: Any) -> bool:
     if READ_COUNTS_ON_HOST is not None:
         return READ_COUNTS_ON_HOST
     return count.device.type == "cpu"
+
+
+def tensor(value: Any) -> Any:
+    """torch: a Keras variable's tensor (a tensor as is)."""
+    import keras
+
+    return value.value if isinstance(value, keras.Variable) else value

@@ -340,7 +340,7 @@ class GradientNormLogger(Participant):
         accumulation, whether this call updates (else `None`): Python values
         where the count is read on the host (`_eager`), else device tensors."""
         accumulation = core.gradient_accumulation_steps if core is not None else None
-        raw = _torch_value(hooks.raw_iterations(core) if accumulation else self._update_count())
+        raw = _eager.tensor(hooks.raw_iterations(core) if accumulation else self._update_count())
         on_host = _eager.reads_on_host(raw)
         if on_host:
             raw = int(raw)
@@ -434,7 +434,7 @@ class GradientNormLogger(Participant):
         finite = ops.isfinite(norm)
         counted = finite if is_update is None else ops.logical_and(is_update, finite)
         nonfinite = one if is_update is None else ops.cast(is_update, "float32")
-        delta = ops.where(counted, _stack([norm, clipped, one, zero]), _stack([zero, zero, zero, nonfinite]))
+        delta = ops.where(counted, ops.stack([norm, clipped, one, zero]), ops.stack([zero, zero, zero, nonfinite]))
         capacity, freq = s["capacity"], self.update_freq
         slot = (step // freq) % capacity if freq > 1 else step % capacity
         if freq > 1 or is_update is not None:
@@ -442,7 +442,7 @@ class GradientNormLogger(Participant):
             if freq > 1 and is_update is not None:
                 record = ops.logical_and(record, is_update)
             slot = ops.where(record, slot, capacity)
-        row = ops.cast(_stack(columns), "float32")
+        row = ops.cast(ops.stack(columns), "float32")
         acc, values = ops.convert_to_tensor(s["acc"]), ops.convert_to_tensor(s["values"])
         s["acc"].assign(acc + delta)
         s["values"].assign(ops.slice_update(values, (ops.cast(slot, "int32"), 0), row[None]))
@@ -590,7 +590,7 @@ class GradientNormLogger(Participant):
         self._state["flushed"] = int(_numpy(self._update_count()))  # updates before this fit()
         self._nonfinite_seen = 0
         if (self._state["backend"] == "torch" and not (self.weight_norms or self.batch_logs or self.stop_on_nonfinite)
-                and _eager.reads_on_host(_torch_value(self._update_count()))):
+                and _eager.reads_on_host(_eager.tensor(self._update_count()))):
             # Rows of norms, folded in batches (`_add_row`); the options that
             # need the running values at every step keep the per-step path.
             self._state["rows"] = dict(key=None, buffer=(), groups=None, count=0, steps=[])
@@ -785,21 +785,6 @@ def _torch_group_index(state, pairs, device):
 
     group_of, spare = state["group_of"], len(state["groups"])
     return torch.tensor([group_of.get(id(var), spare) for _, var in pairs], dtype=torch.int64, device=device)
-
-
-def _torch_value(value):
-    """torch: a variable's tensor (a tensor as is)."""
-    return value.value if isinstance(value, keras.Variable) else value
-
-
-def _stack(tensors):
-    """`ops.stack` of scalars; torch's own on torch (`keras.ops.stack` costs
-    about 150 us there, per step, against 2 us)."""
-    if keras.backend.backend() == "torch":
-        import torch
-
-        return torch.stack([torch.as_tensor(t) for t in tensors])
-    return keras.ops.stack(tensors)
 
 
 def _sqrt_sum(squares):

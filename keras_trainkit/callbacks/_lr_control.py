@@ -278,9 +278,7 @@ class RateController:
         if torch.compiler.is_compiling():  # traced by torch.compile (jit_compile=True)
             return self.rate_at(self.optimizer.iterations)
         key = (self._version, _tensor_version(self.variable), _tensor_version(self.factor))
-        iterations = self.optimizer.iterations
-        if isinstance(iterations, keras.Variable):
-            iterations = iterations.value
+        iterations = _eager.tensor(self.optimizer.iterations)
         table = self._table
         if _eager.reads_on_host(iterations):  # the CPU: index on the host
             index = int(iterations) - table[1] if table is not None else -1
