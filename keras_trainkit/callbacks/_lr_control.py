@@ -266,7 +266,7 @@ class RateController:
     def _torch_rate(self) -> Any:
         """torch: the coming update's rate, read from a table of the rates of
         the next updates, computed by the same formula as `rate_at` (a
-        `keras.ops` evaluation costs about 200 us a step on torch). On the CPU
+        `keras.ops` evaluation is 30-odd eager operations a step). On the CPU
         the table is indexed by the update count read on the host; on an
         accelerator by one `take` on the device (no host sync). The table is
         rebuilt when the optimizer's rate or the batch-size factor changed (the
