@@ -73,6 +73,33 @@ def compiled_step(name: str, x, y):
     return found[0]
 
 
+LARGE = 16_384  # elements: the MLP's two large kernels' gradients (64x256, 256x256)
+
+
+def arrays_written(step, state, batch) -> dict:
+    """What the compiled step writes to memory, from its optimized HLO: the
+    top-level operations (each one a pass of XLA's CPU runtime) and their
+    outputs. `large` counts outputs of at least `LARGE` elements: a gradient
+    squared into memory instead of inside a fusion shows up there."""
+    import re
+
+    text = step.lower(state, batch).compile().as_text()
+    entry = text[text.index("\nENTRY"):]
+    operations = large = written = 0
+    for line in entry.splitlines()[1:]:
+        match = re.match(r"\s*(?:ROOT )?%\S+ = (.*?) (\w[\w-]*)\(", line)
+        if not match or match.group(2) in ("parameter", "constant", "tuple", "get-tuple-element", "bitcast"):
+            continue
+        operations += 1
+        for dtype, dims in re.findall(r"([a-z]+\d*)\[([\d,]*)\]", match.group(1)):
+            elements = 1
+            for d in filter(None, dims.split(",")):
+                elements *= int(d)
+            written += elements * (int(re.sub(r"\D", "", dtype) or 8) // 8)
+            large += elements >= LARGE
+    return {"operations": operations, "large_outputs": large, "bytes_written": written}
+
+
 def interleaved(steps: dict, blocks: int, calls: int) -> dict:
     """Per configuration, the seconds per call of each block; the
     configurations take turns block by block (alternating order), so a slow
@@ -115,9 +142,13 @@ def main(argv=None):
     for label, t in times.items():
         ratios = [a / b for a, b in zip(t, baseline)]  # paired block by block
         results[label] = {"median_seconds": statistics.median(t), "median_ratio": statistics.median(ratios),
-                          "ratios": ratios}
+                          "ratios": ratios, "compiled": arrays_written(*steps[label])}
     table = markdown_table(results, CONFIGS["bare"])
     print(table)
+    print("\n| configuration | top-level operations | outputs of >= 16,384 elements | bytes written |\n|---|---|---|---|")
+    for label, r in results.items():
+        c = r["compiled"]
+        print(f"| {label} | {c['operations']} | {c['large_outputs']} | {c['bytes_written']:,} |")
     write_json(args.out, {"benchmark": "jax_step_time", "backend": "jax", "machine": machine(),
                           "blocks": args.blocks, "calls": args.calls,
                           "command": "KERAS_BACKEND=jax python benchmarks/jax_step_time.py " + " ".join(

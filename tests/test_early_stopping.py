@@ -652,6 +652,18 @@ def test_values_beyond_float32_compare_as_infinite():
     assert (cb.best, cb.best_epoch) == (1e300, 1)
 
 
+def test_a_monitor_op_set_by_hand_is_called():
+    # Keras' own two operations are compared on the host (the same float32
+    # comparison); any other `monitor_op` is called as Keras would.
+    cb = EarlyStopping(mode="min")
+    cb.monitor_op = keras.ops.less
+    assert not cb.is_improvement(1.0, 1.0) and cb.is_improvement(np.nextafter(np.float32(1), np.float32(0)), 1.0)
+    cb.monitor_op = keras.ops.less_equal
+    assert cb.is_improvement(1.0, 1.0) and not cb.is_improvement(1.5, 1.0)
+    cb.monitor_op = keras.ops.greater
+    assert cb.is_improvement(1.5, 1.0) and not cb.is_improvement(float("nan"), 1.0)
+
+
 def test_deepcopy_leaves_out_the_temporary_directory(tmp_path, monkeypatch):
     import tempfile
 

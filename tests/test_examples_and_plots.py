@@ -76,7 +76,13 @@ def test_callback_host_time_benchmark_smoke(tmp_path):
 
 def test_jax_step_time_benchmark_smoke(tmp_path):
     """The JAX compiled-step benchmark, in a JAX process: it times the step the
-    fit runs, with the callbacks' wrappers (GradientNormLogger's metric state)."""
+    fit runs, with the callbacks' wrappers (GradientNormLogger's metric state),
+    and reads what the compiled step writes to memory.
+
+    GradientNormLogger's squares of the gradients stay inside XLA's fusions:
+    its step writes no large array that the bare step does not (without the
+    optimization barrier, XLA shares `g * g` with Adam's second moment and
+    writes both large kernels' squared gradients, 320 KB, every step)."""
     pytest.importorskip("jax")
     import json
     import subprocess
@@ -89,8 +95,14 @@ def test_jax_step_time_benchmark_smoke(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())["results"]
     assert results["bare fit"]["median_ratio"] == 1.0
-    assert results["GradientNormLogger(update_freq=100) + log_dir"]["median_seconds"] > 0
+    logger = results["GradientNormLogger(update_freq=100) + log_dir"]
+    assert logger["median_seconds"] > 0
     assert "| GradientNormLogger(update_freq=100) + log_dir |" in proc.stdout
+    bare = results["bare fit"]["compiled"]
+    assert bare["large_outputs"] >= 8  # the two kernels' gradients, Adam's moments and new weights
+    assert logger["compiled"]["large_outputs"] == bare["large_outputs"]
+    # What the logger writes: its norms, its record, the small tensors' squares.
+    assert 0 < logger["compiled"]["bytes_written"] - bare["bytes_written"] < 64 * 256 * 4
 
 
 def test_tune_digits_example(tmp_path, capsys):

@@ -253,7 +253,14 @@ class EarlyStopping(MonitorCallbackBase):
         self._check_thresholds(self.direction)
 
     def _compare(self, a: Any, b: Any) -> bool:
-        return bool(self.monitor_op(_f32(a), _f32(b)))
+        a, b = _f32(a), _f32(b)
+        # Keras' two operations, on the host: the same float32 comparison
+        # without a tensor conversion (on JAX the first call compiles `less`).
+        if self.monitor_op is keras.ops.less:
+            return bool(a < b)
+        if self.monitor_op is keras.ops.greater:
+            return bool(a > b)
+        return bool(self.monitor_op(a, b))
 
     def is_improvement(self, value: Any, reference: Any) -> bool:
         """Whether `value` improves on `reference` (always when it is `None`):
