@@ -164,10 +164,34 @@ def set_train_function(model: Any, function: Any) -> None:
     object.__setattr__(model, "train_function", function)
 
 
-def rebuild_train_function(model: Any) -> Any:
+def rebuild_train_function(model: Any, own_trace: bool = False) -> Any:
     """`model.make_train_function(force=True)`: a new function, traced lazily
-    (Keras stores it as `model.train_function`; it returns it on some backends)."""
-    model.make_train_function(force=True)
+    (Keras stores it as `model.train_function`; it returns it on some backends).
+
+    `own_trace=True` (JAX): the function jitted is a new one, not the bound
+    `model.train_step` Keras jits. JAX keeps a traced step by the function it
+    jits and the shapes of its arguments, and the bound method is equal in
+    every `fit()`: a step traced with our changes would be reused by a later
+    fit without them (and the other way round), with the old rates.
+    """
+    if not own_trace:
+        model.make_train_function(force=True)
+        return model.train_function
+    had_own = "train_step" in model.__dict__
+    previous = model.__dict__.get("train_step")
+    step = model.train_step
+
+    def train_step(*args, **kwargs):
+        return step(*args, **kwargs)
+
+    object.__setattr__(model, "train_step", train_step)
+    try:
+        model.make_train_function(force=True)
+    finally:
+        if had_own:
+            object.__setattr__(model, "train_step", previous)
+        else:
+            object.__delattr__(model, "train_step")
     return model.train_function
 
 

@@ -108,6 +108,25 @@ def scenario_counter_reset(keras, C, S):
             "iterations": int(keras.ops.convert_to_numpy(ours.optimizer.iterations))}
 
 
+def scenario_refits(keras, C, S):
+    """Consecutive fits of one model, each with other callbacks (or none):
+    what each fit applies. SGD(1.0) on a loss whose gradient is 1, so a fit
+    of 8 updates moves the weight by minus the sum of its 8 rates."""
+    from keras_trainkit.callbacks import GradientNormLogger
+
+    x, y = np.ones((64, 1), "float32"), np.zeros((64, 1), "float32")
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
+    model.compile(keras.optimizers.SGD(1.0), lambda y_true, y_pred: keras.ops.mean(y_pred))
+    plans = [[], [C.WarmUp(10)], [], [C.CosineDecay(40)], [C.CosineDecay(1000)], [GradientNormLogger()],
+             [C.WarmUp(100), GradientNormLogger()], []]
+    sums = []
+    for callbacks in plans:
+        before = float(model.get_weights()[0][0, 0])
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False, callbacks=callbacks)
+        sums.append(before - float(model.get_weights()[0][0, 0]))
+    return {"sums": sums}
+
+
 def scenario_accumulation(keras, C, S):
     x, y = _data()
     model = _model(keras, keras.optimizers.SGD(0.05, gradient_accumulation_steps=2))

@@ -59,6 +59,19 @@ def close_weights(a, b, tol=2e-5):
     np.testing.assert_allclose(a, b, rtol=0, atol=tol * max(1.0, np.abs(a).max()))
 
 
+@pytest.mark.parametrize("backend", ("tensorflow", *BACKENDS))
+def test_each_fit_applies_its_own_callbacks(results, backend):
+    """Consecutive fits of one model with other callbacks, or none: each fit
+    applies its own rates (closed form), never a step traced for another
+    (JAX keeps traced steps by function: a fit after one with WarmUp trained
+    with the warm-up's rates, and the other way round)."""
+    t = np.arange(64).reshape(8, 8)  # the updates of each fit
+    cosine = lambda steps, decay: 0.5 * (1 + np.cos(np.pi * np.minimum(steps, decay) / decay))  # noqa: E731
+    expected = [8.0, np.minimum(t[1] / 10, 1).sum(), 8.0, cosine(t[3], 40).sum(), cosine(t[4], 1000).sum(), 8.0,
+                (t[6] / 100).sum(), 8.0]
+    np.testing.assert_allclose(results[backend]["refits"]["sums"], expected, rtol=1e-5)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_rates_with_reduce_lr_on_plateau_and_a_second_fit(results, backend):
     tf, other = results["tensorflow"]["plateau"], results[backend]["plateau"]

@@ -502,5 +502,37 @@ def test_torch_facts_the_eager_paths_rely_on():
     assert [float(n) for n in norms] == [4.0, pytest.approx(2 ** 0.5)]
 
 
+@pytest.mark.skipif(__import__("importlib").util.find_spec("jax") is None, reason="jax is not installed")
+def test_jax_reuses_a_step_traced_for_an_equal_function():
+    """Why `rebuild_train_function(own_trace=True)` on JAX: Keras' JAX trainer
+    jits the bound `self.train_step` (captured when the function is made), and
+    JAX reuses the trace of an equal function with arguments of the same shapes
+    while the first jitted function lives (our session holds Keras' own
+    function to restore it). A function of its own is traced anew."""
+    import jax
+    from keras.src.backend.jax.trainer import JAXTrainer
+
+    assert "step_fn = self.train_step" in inspect.getsource(JAXTrainer.make_train_function)
+
+    class Model:
+        traces = 0
+
+        def train_step(self, x):
+            Model.traces += 1
+            return x + 1
+
+    model = Model()
+    first = jax.jit(model.train_step)
+    first(1.0)
+    jax.jit(model.train_step)(1.0)  # another bound method, equal to the first
+    assert Model.traces == 1
+
+    def own(x):
+        return model.train_step(x)
+
+    jax.jit(own)(1.0)
+    assert Model.traces == 2
+
+
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(pytest.main([__file__, "-q"]))

@@ -311,10 +311,13 @@ class Session:
 
     def _rebuild(self) -> Any:
         # Keras' TF and JAX trainers capture `model.train_step` when the
-        # function is made (the optimizer's `apply` when it is traced).
+        # function is made (the optimizer's `apply` when it is traced). On JAX
+        # every rebuild traces a function of its own: JAX would otherwise
+        # reuse a step traced in another fit or before a change (the step
+        # holds our rates and factors as traced).
         self._apply_per_call()
         try:
-            return hooks.rebuild_train_function(self.model)
+            return hooks.rebuild_train_function(self.model, own_trace=keras.backend.backend() == "jax")
         finally:
             self._remove_per_call()
 
