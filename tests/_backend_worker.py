@@ -109,22 +109,39 @@ def scenario_counter_reset(keras, C, S):
 
 
 def scenario_refits(keras, C, S):
-    """Consecutive fits of one model, each with other callbacks (or none):
-    what each fit applies. SGD(1.0) on a loss whose gradient is 1, so a fit
-    of 8 updates moves the weight by minus the sum of its 8 rates."""
-    from keras_trainkit.callbacks import GradientNormLogger
+    """Consecutive fits of one model, each with other callbacks (or none), then
+    with the same ones again: what each fit applies, and whether it traced a
+    step (a repeated fit reuses the step compiled for the previous one). SGD(1.0)
+    on a loss whose gradient is 1, so a fit of 8 updates moves the weight by
+    minus the sum of its 8 rates, and every gradient norm is 1."""
+    from keras_trainkit.callbacks import GradientNormLogger, _lr_control
 
+    traces = []
+    rate_at = _lr_control.RateController.rate_at
+
+    def counting(self, step):  # runs when a TensorFlow or JAX step is traced
+        traces.append(1)
+        return rate_at(self, step)
+
+    _lr_control.RateController.rate_at = counting
     x, y = np.ones((64, 1), "float32"), np.zeros((64, 1), "float32")
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
     model.compile(keras.optimizers.SGD(1.0), lambda y_true, y_pred: keras.ops.mean(y_pred))
+    warm, logger = C.WarmUp(100), GradientNormLogger()
     plans = [[], [C.WarmUp(10)], [], [C.CosineDecay(40)], [C.CosineDecay(1000)], [GradientNormLogger()],
-             [C.WarmUp(100), GradientNormLogger()], []]
-    sums = []
-    for callbacks in plans:
-        before = float(model.get_weights()[0][0, 0])
-        model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False, callbacks=callbacks)
-        sums.append(before - float(model.get_weights()[0][0, 0]))
-    return {"sums": sums}
+             [C.WarmUp(100), GradientNormLogger()], [],
+             [warm], [warm], [C.WarmUp(100)], [warm, logger], [warm, logger], [], [warm, logger]]
+    sums, traced, norms = [], [], []
+    try:
+        for callbacks in plans:
+            before, count = float(model.get_weights()[0][0, 0]), len(traces)
+            history = model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False, callbacks=callbacks)
+            sums.append(before - float(model.get_weights()[0][0, 0]))
+            traced.append(len(traces) > count)
+            norms.append(history.history.get("grad_norm"))
+    finally:
+        _lr_control.RateController.rate_at = rate_at
+    return {"sums": sums, "traced": traced, "grad_norms": norms}
 
 
 def scenario_accumulation(keras, C, S):

@@ -64,12 +64,24 @@ def test_each_fit_applies_its_own_callbacks(results, backend):
     """Consecutive fits of one model with other callbacks, or none: each fit
     applies its own rates (closed form), never a step traced for another
     (JAX keeps traced steps by function: a fit after one with WarmUp trained
-    with the warm-up's rates, and the other way round)."""
-    t = np.arange(64).reshape(8, 8)  # the updates of each fit
+    with the warm-up's rates, and the other way round). A fit with the same
+    callbacks as the model's last one with ours (the same objects, or equal
+    learning-rate callbacks) reuses its compiled step, as Keras does: nothing
+    is traced, and the values are the same."""
+    run = results[backend]["refits"]
+    t = np.arange(15 * 8).reshape(15, 8)  # the updates of each fit
     cosine = lambda steps, decay: 0.5 * (1 + np.cos(np.pi * np.minimum(steps, decay) / decay))  # noqa: E731
+    warm100 = lambda steps: np.minimum(steps / 100, 1).sum()  # noqa: E731
     expected = [8.0, np.minimum(t[1] / 10, 1).sum(), 8.0, cosine(t[3], 40).sum(), cosine(t[4], 1000).sum(), 8.0,
-                (t[6] / 100).sum(), 8.0]
-    np.testing.assert_allclose(results[backend]["refits"]["sums"], expected, rtol=1e-5)
+                warm100(t[6]), 8.0, warm100(t[8]), warm100(t[9]), warm100(t[10]), warm100(t[11]),
+                warm100(t[12]), 8.0, warm100(t[14])]
+    np.testing.assert_allclose(run["sums"], expected, rtol=1e-5)
+    logged = [i for i, norms in enumerate(run["grad_norms"]) if norms is not None]
+    assert logged == [5, 6, 11, 12, 14]
+    np.testing.assert_allclose([run["grad_norms"][i] for i in logged], 1.0, rtol=1e-6)
+    if backend != "torch":  # torch runs the step eagerly: nothing is traced or reused
+        assert run["traced"] == [False, True, False, True, True, False, True, False,
+                                 True, False, False, True, False, False, False]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -149,6 +149,18 @@ class GradientNormLogger(Participant):
         state = dict(model=model, columns=columns, groups=list(groups.values()), clipping=clipping, flushed=0,
                      capacity=capacity, backend=keras.backend.backend(), metric=None)
         state["group_of"] = {id(var): i for i, group in enumerate(state["groups"]) for var in group}
+        state["layout"] = (id(model), id(model.distribute_strategy) if state["backend"] == "tensorflow" else None,
+                           tuple(columns), tuple(tuple(id(var) for var in g) for g in state["groups"]), capacity,
+                           state["backend"])
+        previous = self._state
+        if previous is not None and previous["model"] is model and previous.get("layout") == state["layout"]:
+            # The variables of the previous fit, zeroed as new ones would be:
+            # the step compiled for it can run again (`_trace_key`).
+            for name in ("acc", "values", "metric"):
+                state[name] = previous[name]
+            for name in ("acc", "values"):
+                state[name].assign(np.zeros(state[name].shape, "float32"))
+            return state
         if state["backend"] == "tensorflow":
             import tensorflow as tf
 
@@ -596,6 +608,11 @@ class GradientNormLogger(Participant):
             # Rows of norms, folded in batches (`_add_row`); the options that
             # need the running values at every step keep the per-step path.
             self._state["rows"] = dict(key=None, buffer=(), groups=None, count=0, steps=[])
+
+    def _trace_key(self, session):
+        s = self._state
+        return (id(self), s["layout"], id(s["acc"]), id(s["values"]), self.update_freq, self.per_layer,
+                self.weight_norms, self.batch_logs)
 
     def _attach(self, session):
         model, optimizer = self.model, self.model.optimizer

@@ -85,6 +85,10 @@ class LearningRateSchedule(Participant):
         self.log_dir = log_dir
         self.verbose = v.integer("verbose", verbose, low=0)
 
+    def _trace_key(self, session):
+        # What the step holds is the controllers' schedule (their own keys).
+        return ("learning_rate", self._lr_role)
+
     # What the controller asks for.
     def _build_schedule(self, optimizer) -> Any:
         """The schedule this callback drives `optimizer` with (host values)."""
@@ -408,6 +412,10 @@ class OneCycle(LearningRateSchedule):
         if peak is None:
             peak = _lr_control.rate_at_zero(_lr_control.own_rate(optimizer))
         return self._schedules(peak, self._lengths())[0]
+
+    def _trace_key(self, session):
+        # The momentum schedule is traced as a value of its own: compiled anew.
+        return None if self.cycle_momentum else super()._trace_key(session)
 
     def _attach(self, session):
         if not self.cycle_momentum:

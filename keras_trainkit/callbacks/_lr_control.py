@@ -244,6 +244,24 @@ class RateController:
         factor = ops.cast(self.factor, "float32") if self.factor is not None else None
         return self.rate_of(ops.cast(step, "float32"), base, factor)
 
+    def trace_key(self) -> Any:
+        """What the compiled step holds of this controller: the schedule's
+        serialized config and constants, and the optimizer variable it reads;
+        `None` (compile anew) with a batch-size factor, a variable of this fit
+        that the step holds, or a schedule that does not serialize."""
+        import json
+
+        if self.factor is not None:
+            return None
+        try:
+            config = serialize_schedule(self.schedule)
+        except Exception:
+            return None
+        if not _known_classes(config):
+            return None  # a class of the user's: its config may not say all it computes
+        return (id(self.optimizer), json.dumps(config, sort_keys=True), self.relative, self.reference,
+                id(self.variable) if self.variable is not None else None)
+
     # -- what Keras' optimizer calls ------------------------------------------------
     def __call__(self):
         if _in_traced_step():  # TensorFlow, tracing the step
@@ -416,7 +434,7 @@ class RateController:
         backend = keras.backend.backend()
         if backend == "jax":
             if self._host_fn is None:
-                self._host_fn = _jax_host_function(self)
+                self._host_fn = _host_function(self)
             # Padded to a power of two: a few compiled shapes serve every call.
             n = len(steps)
             padded = np.zeros(max(8, 1 << max(n - 1, 0).bit_length()), "float32")
@@ -430,10 +448,7 @@ class RateController:
         import tensorflow as tf
 
         if self._host_fn is None:
-            scalar = tf.TensorSpec([], tf.float32)
-            self._host_fn = tf.function(
-                lambda s, b, f: self.rate_of(s, b, f), autograph=False,
-                input_signature=[tf.TensorSpec([None], tf.float32), scalar, scalar]).get_concrete_function()
+            self._host_fn = _host_function(self)
         return self._host_fn(tf.constant(steps), tf.constant(base, tf.float32),
                              tf.constant(factor, tf.float32)).numpy()
 
@@ -612,35 +627,64 @@ def _rate_formula(schedule: Any, relative: bool, reference: float | None, steps:
     return rate
 
 
-# JAX: jitted host evaluations, shared by the controllers of equal schedules
-# (a tuner's trials compile once), keyed by the schedule's serialized config.
-_JAX_HOST_FUNCTIONS: dict[Any, Any] = {}
-_JAX_HOST_FUNCTIONS_MAX = 32
+# TensorFlow and JAX: compiled host evaluations, shared by the controllers of
+# equal schedules (a second fit() and a tuner's trials compile once), keyed by
+# the schedule's serialized config.
+_HOST_FUNCTIONS: dict[Any, Any] = {}
+_HOST_FUNCTIONS_MAX = 32
 
 
-def _jax_host_function(controller: RateController) -> Any:
-    """A jitted `(steps, b, f) -> rates` for `controller`'s formula; it holds a
-    copy of the schedule, never the controller (nor its model)."""
+def _host_function(controller: RateController) -> Any:
+    """A compiled `(steps, b, f) -> rates` for `controller`'s formula (`jax.jit`,
+    or a TensorFlow concrete function of a float32 vector and two scalars); it
+    holds a copy of the schedule, never the controller (nor its model)."""
     import json
 
-    import jax
-
+    backend = keras.backend.backend()
     relative, reference, has_factor = controller.relative, controller.reference, controller.factor is not None
     try:
         config = serialize_schedule(controller.schedule)
-        key = (json.dumps(config, sort_keys=True), relative, reference, has_factor)
+        if not _known_classes(config):
+            raise ValueError("a class of the user's")  # its config may not say all it computes
+        key = (backend, json.dumps(config, sort_keys=True), relative, reference, has_factor)
         schedule = deserialize_schedule(config)
-    except Exception:  # a schedule that does not serialize: compiled for this fit only
+    except Exception:  # compiled for this controller only
         key, schedule = None, controller.schedule
-    function = _JAX_HOST_FUNCTIONS.get(key) if key is not None else None
-    if function is None:
-        function = jax.jit(lambda steps, base, factor: _rate_formula(
-            schedule, relative, reference, steps, base, factor if has_factor else None))
-        if key is not None:
-            if len(_JAX_HOST_FUNCTIONS) >= _JAX_HOST_FUNCTIONS_MAX:
-                _JAX_HOST_FUNCTIONS.pop(next(iter(_JAX_HOST_FUNCTIONS)))
-            _JAX_HOST_FUNCTIONS[key] = function
+    function = _HOST_FUNCTIONS.get(key) if key is not None else None
+    if function is not None:
+        return function
+
+    def formula(steps, base, factor):
+        return _rate_formula(schedule, relative, reference, steps, base, factor if has_factor else None)
+
+    if backend == "jax":
+        import jax
+
+        function = jax.jit(formula)
+    else:
+        import tensorflow as tf
+
+        scalar = tf.TensorSpec([], tf.float32)
+        function = tf.function(formula, autograph=False, input_signature=[
+            tf.TensorSpec([None], tf.float32), scalar, scalar]).get_concrete_function()
+    if key is not None:
+        if len(_HOST_FUNCTIONS) >= _HOST_FUNCTIONS_MAX:
+            _HOST_FUNCTIONS.pop(next(iter(_HOST_FUNCTIONS)))
+        _HOST_FUNCTIONS[key] = function
     return function
+
+
+def _known_classes(config: Any) -> bool:
+    """Whether every object in a serialized schedule is one of keras_trainkit's
+    or Keras' own schedules (whose configs hold everything they compute)."""
+    if isinstance(config, dict):
+        if "class_name" in config and not str(config.get("module", "")).startswith(
+                ("keras_trainkit.schedules", "keras.optimizers.schedules")):
+            return False
+        return all(_known_classes(value) for value in config.values())
+    if isinstance(config, (list, tuple)):
+        return all(_known_classes(value) for value in config)
+    return True
 
 
 def _tensor_version(variable: Any) -> tuple[int, int] | None:

@@ -47,6 +47,17 @@ from keras_trainkit import _keras_hooks as hooks
 # until it is healed).
 _SESSIONS: weakref.WeakKeyDictionary[Any, Session] = weakref.WeakKeyDictionary()
 
+# On the model (as Keras keeps its own `train_function`): the compiled step of
+# its last fit with our callbacks, with what it was built from (TensorFlow,
+# JAX): `(key, Keras' own train function, compiled step)`. Not in a weak
+# mapping: the compiled step refers to its model, which would then live forever.
+_COMPILED = "_keras_trainkit_compiled_step"
+
+
+def _forget_compiled(model: Any) -> None:
+    if _COMPILED in model.__dict__:
+        hooks.del_instance_attribute(model, _COMPILED)
+
 _PLANNED = "_keras_trainkit_session"  # on the fit's CallbackList
 
 _DISPATCH = ("on_epoch_begin", "on_epoch_end", "on_train_batch_begin", "on_train_batch_end",
@@ -72,6 +83,12 @@ class Participant(keras.callbacks.Callback):
 
     def _attach(self, session: Session) -> None:
         """Makes this callback's changes, each through `session`."""
+
+    def _trace_key(self, session: Session) -> Any:
+        """What this callback puts in the compiled step, as a hashable key equal
+        only for fits whose steps it makes alike (it then keeps the state the
+        step holds), or `None`: the step is compiled anew (the default)."""
+        return None
 
     def set_model(self, model):
         super().set_model(model)
@@ -199,6 +216,8 @@ class Session:
             return
         self.state = "closed"
         self.frame = None  # frees the fit's frame
+        if failed:
+            _forget_compiled(self.model)
         if _SESSIONS.get(self.model) is self:
             del _SESSIONS[self.model]
         errors = []
@@ -270,7 +289,17 @@ class Session:
             hooks.set_train_function(model, None if session.rebuild_train_function_on_close else previous)
 
         self.on_undo(restore)
-        self._compiled = self._rebuild()
+        key = self._trace_key()
+        cached = model.__dict__.get(_COMPILED)
+        if key is not None and cached is not None and cached[0] == key and cached[1] is previous:
+            # The previous fit's step, traced with callbacks, state and Keras
+            # function alike: fit() compiles nothing, as with Keras alone.
+            self._compiled = cached[2]
+        else:
+            _forget_compiled(model)
+            self._compiled = self._rebuild()
+            if key is not None:
+                hooks.set_instance_attribute(model, _COMPILED, (key, previous, self._compiled))
 
         def train_function(*args, **kwargs):
             if session.state != "attached" or getattr(model, "history", None) is not fit_history:
@@ -300,9 +329,28 @@ class Session:
         self._guarded_train_function = train_function
         hooks.set_train_function(model, train_function)
 
+    def _trace_key(self) -> Any:
+        """What the compiled step is built from, or `None` when the step must
+        be compiled anew: the model's variables and optimizer, each
+        participant's key (`Participant._trace_key`) and each learning-rate
+        controller's (`RateController.trace_key`). TensorFlow and JAX only
+        (torch runs the step eagerly: nothing to reuse)."""
+        if keras.backend.backend() not in ("tensorflow", "jax"):
+            return None
+        if any(entry[5] is not None for entry in self._per_call.values()):
+            return None  # a value set anew at every step
+        parts = [participant._trace_key(self) for participant in self.participants]
+        parts += [controller.trace_key() for controller in self.controllers]
+        if any(part is None for part in parts):
+            return None
+        model = self.model
+        return (keras.backend.backend(), id(model.optimizer), tuple(id(v) for v in model.trainable_variables),
+                tuple(id(v) for v in model.non_trainable_variables), tuple(parts))
+
     def retrace(self) -> None:
         """Rebuilds the compiled step (e.g. after a change of `trainable`), keeping
         the guard; without an attached session, `make_train_function(force=True)`."""
+        _forget_compiled(self.model)
         if self.state != "attached":
             hooks.rebuild_train_function(self.model)
             return
