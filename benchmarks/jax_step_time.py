@@ -53,6 +53,7 @@ def compiled_step(name: str, x, y):
             session = current_session(model)
             if session is not None:
                 session._apply_per_call()  # the step wrappers, as while the fit's step runs
+                session.in_train_step = True
             try:
                 state = ([v.value for v in model.trainable_variables],
                          [v.value for v in model.non_trainable_variables],
@@ -62,6 +63,7 @@ def compiled_step(name: str, x, y):
                 jax.block_until_ready(step(state, batch))  # traced and compiled here
             finally:
                 if session is not None:
+                    session.in_train_step = False
                     session._remove_per_call()
             found.append((step, state, batch))
 
