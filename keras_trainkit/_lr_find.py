@@ -420,7 +420,9 @@ def lr_find(model: keras.Model, x: Any, y: Any = None, *, batch_size: int | None
     train_function = model.train_function
     try:
         hooks.set_learning_rate_slot(target, ramp)
-        model.make_train_function(force=True)  # traced with the ramp
+        # Traced with the ramp; on JAX a function of its own (JAX would reuse a
+        # step traced for the bound `train_step`, e.g. by an earlier range test).
+        hooks.rebuild_train_function(model, own_trace=keras.backend.backend() == "jax")
         average, best = 0.0, math.inf
         batch = first
         for k in range(num_steps):

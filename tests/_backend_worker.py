@@ -144,6 +144,23 @@ def scenario_refits(keras, C, S):
     return {"sums": sums, "traced": traced, "grad_norms": norms}
 
 
+def scenario_range_tests(keras, C, S):
+    """`lr_find` twice on a fitted model, with two ranges, then a plain fit:
+    each applies its own rates (the loss of SGD on a loss whose gradient is 1
+    falls by each update's rate)."""
+    from keras_trainkit import lr_find
+
+    x, y = np.ones((64, 1), "float32"), np.zeros((64, 1), "float32")
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
+    model.compile(keras.optimizers.SGD(0.5), lambda y_true, y_pred: keras.ops.mean(y_pred))
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    raw = [lr_find(model, x, y, batch_size=8, min_lr=lo, max_lr=hi, num_steps=5, stop_factor=None,
+                   shuffle=False).raw_losses.tolist() for lo, hi in ((1e-3, 1.0), (1e-2, 0.1))]
+    before = float(model.get_weights()[0][0, 0])
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    return {"raw": raw, "plain_fit": before - float(model.get_weights()[0][0, 0])}
+
+
 def scenario_accumulation(keras, C, S):
     x, y = _data()
     model = _model(keras, keras.optimizers.SGD(0.05, gradient_accumulation_steps=2))

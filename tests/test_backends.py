@@ -84,6 +84,18 @@ def test_each_fit_applies_its_own_callbacks(results, backend):
                                  True, False, False, True, False, False, False]
 
 
+@pytest.mark.parametrize("backend", ("tensorflow", *BACKENDS))
+def test_each_range_test_applies_its_own_ramp(results, backend):
+    """Two `lr_find` runs with other ranges on one fitted model, then a plain
+    fit: each loss falls by the rates of its own ramp (closed form); on JAX the
+    second used to rerun the first one's traced step."""
+    run = results[backend]["range_tests"]
+    for raw, (lo, hi) in zip(run["raw"], ((1e-3, 1.0), (1e-2, 0.1))):
+        rates = lo * (hi / lo) ** (np.arange(5) / 4)
+        np.testing.assert_allclose(np.array(raw) - raw[0], -np.cumsum(np.r_[0.0, rates[:-1]]), rtol=1e-5, atol=1e-6)
+    assert run["plain_fit"] == pytest.approx(8 * 0.5, rel=1e-6)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_rates_with_reduce_lr_on_plateau_and_a_second_fit(results, backend):
     tf, other = results["tensorflow"]["plateau"], results[backend]["plateau"]
