@@ -53,16 +53,17 @@ _SESSIONS: weakref.WeakKeyDictionary[Any, Session] = weakref.WeakKeyDictionary()
 # mapping: the compiled step refers to its model, which would then live forever.
 _COMPILED = "_keras_trainkit_compiled_step"
 
-
-def _forget_compiled(model: Any) -> None:
-    if _COMPILED in model.__dict__:
-        hooks.del_instance_attribute(model, _COMPILED)
-
 _PLANNED = "_keras_trainkit_session"  # on the fit's CallbackList
 
 _DISPATCH = ("on_epoch_begin", "on_epoch_end", "on_train_batch_begin", "on_train_batch_end",
              "on_test_begin", "on_test_end", "on_test_batch_begin", "on_test_batch_end",
              "on_predict_begin", "on_predict_end", "on_predict_batch_begin", "on_predict_batch_end")
+
+
+def _forget_compiled(model: Any) -> None:
+    """Drops the compiled step kept on `model` (a failed fit, a retrace)."""
+    if _COMPILED in model.__dict__:
+        hooks.del_instance_attribute(model, _COMPILED)
 
 
 class Participant(keras.callbacks.Callback):
