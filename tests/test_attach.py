@@ -139,11 +139,12 @@ def test_exception_from_a_callback_leaves_nothing_behind(name, make):
     assert_follow_up_fits(model)
 
 
-def test_a_repeated_fit_reuses_the_step_and_a_failed_fit_forgets_it(monkeypatch):
+def test_a_repeated_fit_reuses_the_step_a_failed_fit_leaves_it(monkeypatch):
     """A fit with the same callbacks as the model's last one runs the step
     compiled for it: nothing is traced (as Keras reuses its own). A failed
-    fit forgets it; `compile()` (a new optimizer and Keras function) and other
-    callbacks compile anew. The kept step does not keep the model alive."""
+    fit leaves the kept step as it found it; `compile()` (a new optimizer and
+    Keras function) and other callbacks compile anew. The kept step does not
+    keep the model alive."""
     import gc
     import weakref
 
@@ -164,10 +165,14 @@ def test_a_repeated_fit_reuses_the_step_and_a_failed_fit_forgets_it(monkeypatch)
     assert traced(model, [warm, logger])
     assert not traced(model, [warm, logger])
     assert not traced(model, [C.WarmUp(6, initial_learning_rate=0.01), logger])  # an equal schedule
+    kept = model.__dict__["_keras_trainkit_compiled_step"]
     with pytest.raises(RuntimeError, match="boom"):
         fit(model, [warm, logger, Raise("on_epoch_end", 0, RuntimeError("boom"))])
-    assert "_keras_trainkit_compiled_step" not in model.__dict__
-    assert traced(model, [warm, logger])
+    assert model.__dict__["_keras_trainkit_compiled_step"] is kept
+    with pytest.raises(RuntimeError, match="boom"):  # compiles its own, then fails: the kept one is back
+        fit(model, [C.WarmUp(9), logger, Raise("on_epoch_end", 0, RuntimeError("boom"))])
+    assert model.__dict__["_keras_trainkit_compiled_step"] is kept
+    assert not traced(model, [warm, logger])
     assert traced(model, [C.WarmUp(7, initial_learning_rate=0.01), logger])  # another schedule
     model.compile(keras.optimizers.SGD(0.1), "mse")
     rates = Rates()
@@ -175,7 +180,7 @@ def test_a_repeated_fit_reuses_the_step_and_a_failed_fit_forgets_it(monkeypatch)
     steps = np.array([s for s, _ in rates.seen])
     np.testing.assert_allclose([r for _, r in rates.seen], S.WarmUp(0.1, 6, 0.01)(steps), rtol=1e-6)
     gone = weakref.ref(model)
-    del model, warm, logger, rates  # the callbacks hold their last model, as Keras' do
+    del model, warm, logger, rates, kept  # the callbacks hold their last model, as Keras' do
     gc.collect()
     assert gone() is None
 

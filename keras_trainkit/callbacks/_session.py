@@ -61,7 +61,7 @@ _DISPATCH = ("on_epoch_begin", "on_epoch_end", "on_train_batch_begin", "on_train
 
 
 def _forget_compiled(model: Any) -> None:
-    """Drops the compiled step kept on `model` (a failed fit, a retrace)."""
+    """Drops the compiled step kept on `model` (it is compiled anew)."""
     if _COMPILED in model.__dict__:
         hooks.del_instance_attribute(model, _COMPILED)
 
@@ -217,8 +217,6 @@ class Session:
             return
         self.state = "closed"
         self.frame = None  # frees the fit's frame
-        if failed:
-            _forget_compiled(self.model)
         if _SESSIONS.get(self.model) is self:
             del _SESSIONS[self.model]
         errors = []
@@ -292,6 +290,13 @@ class Session:
         self.on_undo(restore)
         key = self._trace_key()
         cached = model.__dict__.get(_COMPILED)
+
+        def restore_kept():  # a failed fit leaves the model's kept step as it found it
+            _forget_compiled(model)
+            if cached is not None:
+                hooks.set_instance_attribute(model, _COMPILED, cached)
+
+        self.on_undo(restore_kept, on_success=False)
         if key is not None and cached is not None and cached[0] == key and cached[1] is previous:
             # The previous fit's step, traced with callbacks, state and Keras
             # function alike: fit() compiles nothing, as with Keras alone.
