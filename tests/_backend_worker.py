@@ -131,17 +131,28 @@ def scenario_refits(keras, C, S):
     plans = [[], [C.WarmUp(10)], [], [C.CosineDecay(40)], [C.CosineDecay(1000)], [GradientNormLogger()],
              [C.WarmUp(100), GradientNormLogger()], [],
              [warm], [warm], [C.WarmUp(100)], [warm, logger], [warm, logger], [], [warm, logger]]
-    sums, traced, norms = [], [], []
+    class TestFunction(keras.callbacks.Callback):
+        def on_test_end(self, logs=None):
+            self.function = self.model.test_function
+
+    sums, traced, norms, val_errors, test_functions, functions = [], [], [], [], [], []
     try:
         for callbacks in plans:
-            before, count = float(model.get_weights()[0][0, 0]), len(traces)
-            history = model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False, callbacks=callbacks)
-            sums.append(before - float(model.get_weights()[0][0, 0]))
+            before, count, seen = float(model.get_weights()[0][0, 0]), len(traces), TestFunction()
+            history = model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False, validation_data=(x, y),
+                                callbacks=[*callbacks, seen])
+            after = float(model.get_weights()[0][0, 0])
+            sums.append(before - after)
             traced.append(len(traces) > count)
             norms.append(history.history.get("grad_norm"))
+            val_errors.append(history.history["val_loss"][0] - after)  # the loss is the weight
+            # The first fit that validated with this test function (the same object: nothing compiled).
+            functions.append(seen.function)
+            test_functions.append(next(i for i, f in enumerate(functions) if f is seen.function))
     finally:
         _lr_control.RateController.rate_at = rate_at
-    return {"sums": sums, "traced": traced, "grad_norms": norms}
+    return {"sums": sums, "traced": traced, "grad_norms": norms, "val_errors": val_errors,
+            "test_functions": test_functions}
 
 
 def scenario_range_tests(keras, C, S):

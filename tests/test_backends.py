@@ -82,6 +82,12 @@ def test_each_fit_applies_its_own_callbacks(results, backend):
     if backend != "torch":  # torch runs the step eagerly: nothing is traced or reused
         assert run["traced"] == [False, True, False, True, True, False, True, False,
                                  True, False, False, True, False, False, False]
+    # Validation: right after each fit (the loss is the weight), with Keras'
+    # own test function, except on JAX where GradientNormLogger's metric
+    # joins the fit: a new one, reused by the fits that reuse the step.
+    np.testing.assert_allclose(run["val_errors"], 0.0, atol=1e-4)
+    expected = [0, 0, 0, 0, 0, 5, 6, 0, 0, 0, 0, 11, 11, 0, 11] if backend == "jax" else [0] * 15
+    assert run["test_functions"] == expected
 
 
 @pytest.mark.parametrize("backend", ("tensorflow", *BACKENDS))

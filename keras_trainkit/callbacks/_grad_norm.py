@@ -156,8 +156,8 @@ class GradientNormLogger(Participant):
         if previous is not None and previous["model"] is model and previous.get("layout") == state["layout"]:
             # The variables of the previous fit, zeroed as new ones would be:
             # the step compiled for it can run again (`_trace_key`).
-            for name in ("acc", "values", "metric"):
-                state[name] = previous[name]
+            for name in ("acc", "values", "metric", "test_function"):
+                state[name] = previous.get(name)
             for name in ("acc", "values"):
                 state[name].assign(np.zeros(state[name].shape, "float32"))
             return state
@@ -609,6 +609,13 @@ class GradientNormLogger(Participant):
             # need the running values at every step keep the per-step path.
             self._state["rows"] = dict(key=None, buffer=(), groups=None, count=0, steps=[])
 
+    def _reuse_compiled(self, session):
+        test_function = self._state.get("test_function")
+        if self._state["backend"] == "jax" and test_function is not None:
+            # The previous fit's test step, made with this metric: the same
+            # model, metrics and variables (the train step's key says so).
+            self.model.test_function = test_function
+
     def _trace_key(self, session):
         s = self._state
         return (id(self), s["layout"], id(s["acc"]), id(s["values"]), self.update_freq, self.per_layer,
@@ -624,12 +631,15 @@ class GradientNormLogger(Participant):
             # shardings under a distribution): validation makes one with the
             # metric, and the one from before comes back after the fit.
             test_function, model.test_function = model.test_function, None
+            state = self._state
 
             def detach():
                 # The state Keras holds mid-epoch includes the metric's
                 # variables: write it back while they still line up.
                 model.jax_state_sync()
                 hooks.remove_model_metric(model, metric)
+                # Kept with the metric, for a fit that reuses this one's step.
+                state["test_function"] = model.test_function
                 model.test_function = test_function
 
             session.on_undo(detach)

@@ -91,6 +91,10 @@ class Participant(keras.callbacks.Callback):
         step holds), or `None`: the step is compiled anew (the default)."""
         return None
 
+    def _reuse_compiled(self, session: Session) -> None:
+        """Called (after `_attach`) when the fit runs the step compiled for the
+        model's previous fit: what else this callback kept from it can serve."""
+
     def set_model(self, model):
         super().set_model(model)
         # Before any on_train_begin: BackupAndRestore has not restored yet.
@@ -301,6 +305,8 @@ class Session:
             # The previous fit's step, traced with callbacks, state and Keras
             # function alike: fit() compiles nothing, as with Keras alone.
             self._compiled = cached[2]
+            for participant in self.participants:
+                participant._reuse_compiled(self)
         else:
             _forget_compiled(model)
             self._compiled = self._rebuild()
