@@ -7,7 +7,8 @@
     python tests/_dist_worker.py jax-data-parallel INPUTS.npz OUT_DIR
         The same fit on one JAX CPU device, then under
         `keras.distribution.DataParallel` over two (with validation, between
-        two `evaluate()` calls).
+        two `evaluate()` calls); each twice with the same callbacks (the
+        second fit runs the steps compiled for the first).
 
 Each fit: the MLP of INPUTS.npz (initial weights, data), SGD(0.05), batch 16
 (8 a replica), shuffle off, 3 epochs, with `ReduceLROnPlateau` (mode "max" on
@@ -59,15 +60,29 @@ def build():
     return model
 
 
-def train(model, log_dir, validation_data=None):
-    record = Record()
+def callbacks(log_dir):
     plateau = keras.callbacks.ReduceLROnPlateau(monitor="loss", mode="max", factor=0.5, patience=0, min_lr=0.0)
+    return [plateau, C.WarmUp(3), C.CosineDecay(12), C.GradientNormLogger(log_dir=log_dir, per_layer=True)]
+
+
+def train(model, log_dir, validation_data=None, reused=None):
+    """One fit with `callbacks(log_dir)`, or with `reused` (the callbacks of an
+    earlier fit of the same model: the fit then runs the step compiled for it)."""
+    record = Record()
     history = model.fit(X, Y, batch_size=16, epochs=3, shuffle=False, verbose=0, validation_data=validation_data,
-                        callbacks=[plateau, C.WarmUp(3), C.CosineDecay(12),
-                                   C.GradientNormLogger(log_dir=log_dir, per_layer=True), record])
+                        callbacks=[*(reused or callbacks(log_dir)), record])
     return {"rates": record.rates, "weights_before": record.weights,
             "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
             "weights": [w.tolist() for w in model.get_weights()]}
+
+
+def train_twice(model, log_dir, validation_data=None):
+    """Two fits with the same callbacks; whether the second one compiled nothing."""
+    same = callbacks(log_dir)
+    first = train(model, log_dir, validation_data, same)
+    kept = model.__dict__.get("_keras_trainkit_compiled_step")
+    again = train(model, log_dir, validation_data, same)
+    return first, dict(again, reused=kept is not None and model.__dict__.get("_keras_trainkit_compiled_step") is kept)
 
 
 def work_around_keras_multi_worker_bugs(model, strategy):
@@ -109,13 +124,15 @@ def main():
     else:
         import jax
 
-        result = {"single": train(build(), os.path.join(OUT, "jax_single"))}
+        result = dict(zip(("single", "single_again"), train_twice(build(), os.path.join(OUT, "jax_single"))))
         keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
         model = build()
         # With validation, after an evaluate() (a compiled test step made
-        # before the logger's metric joined the model) and before another.
+        # before the logger's metric joined the model) and before another;
+        # a second fit with the same callbacks runs the first one's steps.
         before = model.evaluate(X, Y, batch_size=16, verbose=0)
-        result["data_parallel"] = train(model, os.path.join(OUT, "jax_data_parallel"), validation_data=(X, Y))
+        result["data_parallel"], result["data_parallel_again"] = train_twice(
+            model, os.path.join(OUT, "jax_data_parallel"), validation_data=(X, Y))
         result["evaluate"] = [before, model.evaluate(X, Y, batch_size=16, verbose=0)]
         result["devices"] = len(jax.devices())
         result["kernel_sharding"] = type(model.trainable_variables[0].value.sharding).__name__

@@ -69,17 +69,23 @@ def single_worker_run(x, y, weights, log_dir):
     return {"rates": record.rates, "history": history.history, "weights": model.get_weights()}
 
 
+def batch_gradients(x, y, step, weights):
+    """The full batch's gradient of update `step` (of an epoch of 4) at
+    `weights`, by a GradientTape on plain TensorFlow ops."""
+    start = (step % 4) * 16
+    xb, yb = x[start:start + 16], y[start:start + 16]
+    ws = [tf.Variable(np.asarray(w, "float32")) for w in weights]
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean((tf.tanh(xb @ ws[0] + ws[1]) @ ws[2] + ws[3] - yb) ** 2)
+    return [g.numpy().astype(np.float64) for g in tape.gradient(loss, ws)]
+
+
 def global_batch_norms(x, y, weights_before):
     """Per update: the global L2 norm of the full batch's gradient (and per
-    layer) at the given weights, by a GradientTape on plain TensorFlow ops."""
+    layer) at the given weights."""
     out = {"grad_norm": [], "grad_norm/mlp/hidden": [], "grad_norm/mlp/out": []}
     for step, ws in enumerate(weights_before):
-        start = (step % 4) * 16
-        xb, yb = x[start:start + 16], y[start:start + 16]
-        ws = [tf.Variable(np.asarray(w, "float32")) for w in ws]
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean((tf.tanh(xb @ ws[0] + ws[1]) @ ws[2] + ws[3] - yb) ** 2)
-        grads = [g.numpy().astype(np.float64) for g in tape.gradient(loss, ws)]
+        grads = batch_gradients(x, y, step, ws)
         out["grad_norm"].append(np.sqrt(sum(np.sum(g ** 2) for g in grads)))
         out["grad_norm/mlp/hidden"].append(np.sqrt(np.sum(grads[0] ** 2) + np.sum(grads[1] ** 2)))
         out["grad_norm/mlp/out"].append(np.sqrt(np.sum(grads[2] ** 2) + np.sum(grads[3] ** 2)))
@@ -170,17 +176,35 @@ def test_jax_data_parallel_two_devices(runs):
     assert parallel["history"]["learning_rate"] == single["history"]["learning_rate"]
     assert len(set(single["rates"])) == 12
     for name, run in (("single", single), ("data_parallel", parallel)):
-        expected = global_batch_norms(x, y, run["weights_before"])
+        # Both fits with the same callbacks write into one run: updates 1-24.
+        again = result[f"{name}_again"]
+        expected = global_batch_norms(x, y, run["weights_before"] + again["weights_before"])
         for tag, values in expected.items():
             steps, logged = read_scalars(root / f"jax_{name}" / "train", tag)
-            assert list(steps) == list(range(1, 13)), tag
+            assert list(steps) == list(range(1, 25)), tag
             np.testing.assert_allclose(logged, values, rtol=1e-5, err_msg=f"{name}: {tag}")
-        np.testing.assert_allclose(run["history"]["grad_norm"],
-                                   [np.mean(expected["grad_norm"][i:i + 4]) for i in (0, 4, 8)], rtol=1e-5)
+        for fit_run, first in ((run, 0), (again, 12)):
+            np.testing.assert_allclose(fit_run["history"]["grad_norm"],
+                                       [np.mean(expected["grad_norm"][first + i:first + i + 4]) for i in (0, 4, 8)],
+                                       rtol=1e-5)
+        assert again["reused"]  # the second fit compiled nothing
     np.testing.assert_allclose(parallel["history"]["grad_norm"], single["history"]["grad_norm"], rtol=1e-5)
+    # The second fits (the steps of the first, rates rescaled by ReduceLROnPlateau) agree too,
+    # and each of their updates applies the rate it reports: w' = w - rate * g (SGD).
+    again, parallel_again = result["single_again"], result["data_parallel_again"]
+    assert parallel_again["rates"] == again["rates"] and len(again["rates"]) == 12
+    for run in (again, parallel_again):
+        ws = run["weights_before"]
+        for k in range(11):
+            grads = batch_gradients(x, y, k, ws[k])
+            for w, w_next, g in zip(ws[k], ws[k + 1], grads):
+                np.testing.assert_allclose(w_next, np.asarray(w) - run["rates"][k] * g, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(parallel_again["history"]["loss"], again["history"]["loss"], rtol=1e-5)
+    for a, b in zip(parallel_again["weights"], again["weights"]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     # Validation and evaluate() before and after the fit work with the
     # logger's metric joining and leaving the model's state.
     assert "val_grad_norm" not in parallel["history"] and len(parallel["history"]["val_loss"]) == 3
-    assert result["evaluate"][1] == pytest.approx(parallel["history"]["val_loss"][-1], rel=1e-6)
+    assert result["evaluate"][1] == pytest.approx(parallel_again["history"]["val_loss"][-1], rel=1e-6)
     for a, b in zip(parallel["weights"], single["weights"]):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -253,12 +253,9 @@ class RateController:
 
         if self.factor is not None:
             return None
-        try:
-            config = serialize_schedule(self.schedule)
-        except Exception:
+        config = _schedule_config(self)
+        if config is None:
             return None
-        if not _known_classes(config):
-            return None  # a class of the user's: its config may not say all it computes
         return (id(self.optimizer), json.dumps(config, sort_keys=True), self.relative, self.reference,
                 id(self.variable) if self.variable is not None else None)
 
@@ -642,14 +639,11 @@ def _host_function(controller: RateController) -> Any:
 
     backend = keras.backend.backend()
     relative, reference, has_factor = controller.relative, controller.reference, controller.factor is not None
-    try:
-        config = serialize_schedule(controller.schedule)
-        if not _known_classes(config):
-            raise ValueError("a class of the user's")  # its config may not say all it computes
+    config = _schedule_config(controller)
+    key, schedule = None, controller.schedule  # compiled for this controller only
+    if config is not None:
         key = (backend, json.dumps(config, sort_keys=True), relative, reference, has_factor)
         schedule = deserialize_schedule(config)
-    except Exception:  # compiled for this controller only
-        key, schedule = None, controller.schedule
     function = _HOST_FUNCTIONS.get(key) if key is not None else None
     if function is not None:
         return function
@@ -672,6 +666,19 @@ def _host_function(controller: RateController) -> Any:
             _HOST_FUNCTIONS.pop(next(iter(_HOST_FUNCTIONS)))
         _HOST_FUNCTIONS[key] = function
     return function
+
+
+def _schedule_config(controller: RateController) -> Any:
+    """`controller`'s schedule as the step uses it, serialized, or `None` when it
+    does not serialize or has a class of the user's (its config may not say
+    all it computes). A relative schedule's base is rebased on the rate
+    variable in the step, so its host value is left out (set to 1)."""
+    try:
+        schedule = controller.schedule.with_base(1.0) if controller.relative else controller.schedule
+        config = serialize_schedule(schedule)
+    except Exception:
+        return None
+    return config if _known_classes(config) else None
 
 
 def _known_classes(config: Any) -> bool:
