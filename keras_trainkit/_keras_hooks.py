@@ -164,17 +164,17 @@ def set_train_function(model: Any, function: Any) -> None:
     object.__setattr__(model, "train_function", function)
 
 
-def rebuild_train_function(model: Any, own_trace: bool = False) -> Any:
+def rebuild_train_function(model: Any) -> Any:
     """`model.make_train_function(force=True)`: a new function, traced lazily
     (Keras stores it as `model.train_function`; it returns it on some backends).
 
-    `own_trace=True` (JAX): the function jitted is a new one, not the bound
-    `model.train_step` Keras jits. JAX keeps a traced step by the function it
-    jits and the shapes of its arguments, and the bound method is equal in
-    every `fit()`: a step traced with our changes would be reused by a later
-    fit without them (and the other way round), with the old rates.
+    On JAX the function jitted is a new one, not the bound `model.train_step`
+    Keras jits. JAX keeps a traced step by the function it jits and the shapes
+    of its arguments, and the bound method is equal in every `fit()`: a step
+    traced with our changes would be reused by a later fit without them (and
+    the other way round), with the old rates.
     """
-    if not own_trace:
+    if keras.backend.backend() != "jax":
         model.make_train_function(force=True)
         return model.train_function
     had_own = "train_step" in model.__dict__

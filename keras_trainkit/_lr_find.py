@@ -422,7 +422,7 @@ def lr_find(model: keras.Model, x: Any, y: Any = None, *, batch_size: int | None
         hooks.set_learning_rate_slot(target, ramp)
         # Traced with the ramp; on JAX a function of its own (JAX would reuse a
         # step traced for the bound `train_step`, e.g. by an earlier range test).
-        hooks.rebuild_train_function(model, own_trace=keras.backend.backend() == "jax")
+        hooks.rebuild_train_function(model)
         average, best = 0.0, math.inf
         batch = first
         for k in range(num_steps):

@@ -504,7 +504,7 @@ def test_torch_facts_the_eager_paths_rely_on():
 
 @pytest.mark.skipif(__import__("importlib").util.find_spec("jax") is None, reason="jax is not installed")
 def test_jax_reuses_a_step_traced_for_an_equal_function():
-    """Why `rebuild_train_function(own_trace=True)` on JAX: Keras' JAX trainer
+    """Why `rebuild_train_function` jits a function of its own on JAX: Keras' JAX trainer
     jits the bound `self.train_step` (captured when the function is made), and
     JAX reuses the trace of an equal function with arguments of the same shapes
     while the first jitted function lives (our session holds Keras' own

@@ -377,7 +377,7 @@ class Session:
         # holds our rates and factors as traced).
         self._apply_per_call()
         try:
-            return hooks.rebuild_train_function(self.model, own_trace=keras.backend.backend() == "jax")
+            return hooks.rebuild_train_function(self.model)
         finally:
             self._remove_per_call()
 
