@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import keras
+
 # None: read on the host where the count lives on the CPU. Tests set False to
 # run the accelerator path on the CPU.
 READ_COUNTS_ON_HOST: bool | None = None
@@ -26,6 +28,4 @@ def reads_on_host(count: Any) -> bool:
 
 def tensor(value: Any) -> Any:
     """torch: a Keras variable's tensor (a tensor as is)."""
-    import keras
-
     return value.value if isinstance(value, keras.Variable) else value

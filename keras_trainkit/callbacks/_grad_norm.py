@@ -365,40 +365,38 @@ class GradientNormLogger(Participant):
 
     # -- torch, counts on the host: one row of norms a step, folded in batches ------------
     def _add_row(self, core, pairs, dense):
-        """Stores this update's gradient norms (and the clipped gradient's) as
-        one row of a buffer: one fused norm and one stack a step. The sums,
+        """Keeps this update's gradient norms (and the clipped gradient's) as one
+        row: one fused norm a step, and a few microseconds of Python. The sums,
         counts, per-layer norms and records are computed from the rows in
-        batches (`_fold`), at each epoch end or when the buffer is full."""
-        import torch
-
+        batches (`_fold`), at each epoch end or every `_ROWS` updates."""
         s, rows = self._state, self._state["rows"]
-        step, is_update = self._torch_update_number(core)
-        if is_update is False:  # a step that only accumulates: nothing to count or record
-            return
+        if rows["plain"]:  # every call is an update, counted on the host
+            step = int(_eager.tensor(rows["counter"])) + 1
+        else:
+            step, is_update = self._torch_update_number(core)
+            if is_update is False:  # a step that only accumulates: nothing to count or record
+                return
         norms = _torch_norms(dense)
         if s["clipping"]:
             norms += _torch_norms(hooks.clip_gradients(core, dense))
         key = tuple(id(var) for _, var in pairs)
-        if rows["key"] != key or rows["count"] == len(rows["buffer"]):
+        if rows["key"] != key or len(rows["steps"]) == _ROWS:
             self._fold()
             if rows["key"] != key:
-                device = norms[0].device
-                rows.update(key=key, buffer=torch.empty((_ROWS, len(norms)), dtype=torch.float32, device=device),
-                            groups=_torch_group_index(s, pairs, device))
-        torch.stack(norms, out=rows["buffer"][rows["count"]])
+                rows.update(key=key, groups=_torch_group_index(s, pairs, norms[0].device))
+        rows["norms"] += norms
         rows["steps"].append(step)
-        rows["count"] += 1
 
     def _fold(self):
-        """Adds the buffered rows to the accumulators and the record buffer."""
+        """Adds the kept rows to the accumulators and the record buffer."""
         import torch
 
         s = self._state
         rows = s.get("rows") if s is not None else None
-        if not rows or not rows["count"]:
+        if not rows or not rows["steps"]:
             return
-        n, width = rows["count"], len(rows["key"])
-        block = rows["buffer"][:n]
+        n, width = len(rows["steps"]), len(rows["key"])
+        block = torch.stack(rows["norms"]).view(n, -1)  # one row an update
         squares = block[:, :width].square()
         norm = squares.sum(1).sqrt()
         columns = [norm]
@@ -419,7 +417,7 @@ class GradientNormLogger(Participant):
             slots = torch.as_tensor((steps[recorded] // freq) % capacity, device=block.device)
             picked = torch.as_tensor(recorded, device=block.device)
             s["values"].value.index_copy_(0, slots, torch.stack(columns, 1)[picked])
-        rows["count"] = 0
+        rows["norms"].clear()
         rows["steps"].clear()
 
     def _weight_columns(self, before, after):
@@ -547,8 +545,14 @@ class GradientNormLogger(Participant):
         def apply(grads, trainable_variables=None):
             variables = (hooks.built_variables(optimizer) if trainable_variables is None
                          else list(trainable_variables))
-            if self._state.get("rows") is not None:
-                core, pairs, dense = self._prepared_gradients(optimizer, list(grads), variables)
+            rows = self._state.get("rows")
+            if rows is not None:
+                if rows["plain"]:  # the common case, without `_prepared_gradients`' lookups
+                    core = None
+                    pairs = [(g, var) for g, var in zip(grads, variables) if g is not None]
+                    dense = [g for g, _ in pairs]
+                else:
+                    core, pairs, dense = self._prepared_gradients(optimizer, list(grads), variables)
                 if dense:
                     self._add_row(core, pairs, dense)
                     return original(grads, trainable_variables)
@@ -607,7 +611,15 @@ class GradientNormLogger(Participant):
                 and _eager.reads_on_host(_eager.tensor(self._update_count()))):
             # Rows of norms, folded in batches (`_add_row`); the options that
             # need the running values at every step keep the per-step path.
-            self._state["rows"] = dict(key=None, buffer=(), groups=None, count=0, steps=[])
+            optimizer = model.optimizer
+            core = hooks.core_optimizer(optimizer)
+            # "plain": the gradients are the update's as received (nothing to
+            # unscale, accumulate or clip), and every call is one update.
+            plain = (core is not None and hooks.loss_scale_optimizer(optimizer) is None
+                     and core.loss_scale_factor is None and not core.gradient_accumulation_steps
+                     and not self._state["clipping"])
+            self._state["rows"] = dict(key=None, norms=[], groups=None, steps=[], plain=plain,
+                                       counter=optimizer.iterations if plain else None)
 
     def _reuse_compiled(self, session):
         test_function = self._state.get("test_function")
