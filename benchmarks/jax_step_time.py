@@ -43,7 +43,6 @@ from callback_overhead import (  # noqa: E402
     make_callbacks,
 )
 
-
 FLOOR = "floor: the global gradient norm alone, returned in the step's logs (no callback)"
 
 
