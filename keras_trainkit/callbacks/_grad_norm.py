@@ -797,8 +797,9 @@ def _apart_from_the_update(grads):
     Without it, common-subexpression elimination shares our `g * g` with
     Adam's second moment, which then writes the squared gradient to memory
     instead of squaring it inside its update: the MLP's jitted step measured
-    1.10x a bare step instead of 1.04x (`benchmarks/jax_step_time.py`). The
-    barrier costs nothing at run time: the gradients are materialized anyway.
+    1.09x-1.10x a bare step instead of 1.07x (`benchmarks/jax_step_time.py`,
+    BENCHMARKS.md). The barrier costs nothing at run time: the gradients are
+    materialized anyway.
     """
     import jax
 
