@@ -113,6 +113,29 @@ def test_jax_step_time_benchmark_smoke(tmp_path):
     assert 0 <= logger["compiled"]["bytes_written"] - floor["compiled"]["bytes_written"] < 1024
 
 
+def test_torch_step_time_benchmark_smoke(tmp_path):
+    """The torch step benchmark, in a torch process: it times the steps of
+    real fits (every `train_step` call), with and without the callbacks."""
+    pytest.importorskip("torch")
+    import json
+    import subprocess
+
+    out = tmp_path / "step.json"
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "torch_step_time.py"), "--configs",
+                           "gradnorm100", "--repeats", "1", "--epochs", "2", "--tile", "1", "--out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=240, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["backend"] == "torch" and data["repeats"] == 1
+    results = data["results"]
+    assert list(results) == ["bare fit", "GradientNormLogger(update_freq=100) + log_dir"]
+    assert results["bare fit"]["median_ratio"] == 1.0
+    # A step of this MLP takes between 0.1 ms and 0.1 s on any machine.
+    assert all(1e-4 < r["median_seconds"] < 0.1 for r in results.values())
+    assert "| GradientNormLogger(update_freq=100) + log_dir |" in proc.stdout
+
+
 def test_tune_digits_example(tmp_path, capsys):
     best = load_script("examples/tune_digits.py").main(["--trials", "3", "--epochs", "1", "--dir", str(tmp_path)])
     assert best.status == "COMPLETED" and 0.0 < best.score <= 1.0
