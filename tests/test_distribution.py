@@ -9,7 +9,8 @@ Real processes (`tests/_dist_worker.py`), started at once:
   device and under `keras.distribution.DataParallel`.
 
 Each fit has `ReduceLROnPlateau`, `WarmUp` + `CosineDecay` and
-`GradientNormLogger(per_layer=True)`. The rate of every update must equal the
+`GradientNormLogger(per_layer=True)`; every model is fitted twice with the
+same callbacks (the second fit runs the step compiled for the first). The rate of every update must equal the
 single-replica run's exactly, and every logged norm the norm of the global
 batch's gradient at the weights the distributed run started that update
 from (a GradientTape here).
@@ -56,17 +57,20 @@ class Record(keras.callbacks.Callback):
 
 
 def single_worker_run(x, y, weights, log_dir):
-    """The workers' fit (tests/_dist_worker.py `train`) on one TensorFlow replica."""
+    """The workers' two fits (tests/_dist_worker.py `train_twice`) on one
+    TensorFlow replica: `(first, second)`."""
     model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="tanh", name="hidden"),
                               keras.layers.Dense(1, name="out")], name="mlp")
     model.compile(keras.optimizers.SGD(0.05), "mse")
     model.set_weights(weights)
-    record = Record()
     plateau = keras.callbacks.ReduceLROnPlateau(monitor="loss", mode="max", factor=0.5, patience=0, min_lr=0.0)
-    history = model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0,
-                        callbacks=[plateau, C.WarmUp(3), C.CosineDecay(12),
-                                   C.GradientNormLogger(log_dir=log_dir, per_layer=True), record])
-    return {"rates": record.rates, "history": history.history, "weights": model.get_weights()}
+    same = [plateau, C.WarmUp(3), C.CosineDecay(12), C.GradientNormLogger(log_dir=log_dir, per_layer=True)]
+    runs = []
+    for _ in range(2):
+        record = Record()
+        history = model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0, callbacks=[*same, record])
+        runs.append({"rates": record.rates, "history": history.history, "weights": model.get_weights()})
+    return runs
 
 
 def batch_gradients(x, y, step, weights):
@@ -142,26 +146,42 @@ def load(runs, name, file):
 
 
 def test_multi_worker_mirrored_two_processes(runs):
-    root, x, y, single, _ = runs
+    root, x, y, singles, _ = runs
     workers = [load(runs, f"worker{i}", f"worker{i}.json") for i in (0, 1)]
     assert [w["replicas"] for w in workers] == [2, 2]
     for worker in workers:
         # Every update's rate: exactly the single worker's (WarmUp, CosineDecay
-        # and ReduceLROnPlateau's halvings, in the optimizer's own variable).
-        assert worker["rates"] == single["rates"]
-        assert worker["history"]["learning_rate"] == single["history"]["learning_rate"]
-        np.testing.assert_allclose(worker["history"]["loss"], single["history"]["loss"], rtol=1e-5)
-        for a, b in zip(worker["weights"], single["weights"]):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    assert single["rates"][3] == pytest.approx(0.05) and len(set(single["rates"])) == 12
-    # The chief's norms: of the all-reduced gradient, i.e. the global batch's.
-    expected = global_batch_norms(x, y, workers[0]["weights_before"])
+        # and ReduceLROnPlateau's halvings, in the optimizer's own variable),
+        # in both fits; the second runs the step compiled for the first.
+        assert worker["again"]["reused"]
+        for run, single in ((worker, singles[0]), (worker["again"], singles[1])):
+            assert run["rates"] == single["rates"]
+            assert run["history"]["learning_rate"] == single["history"]["learning_rate"]
+            np.testing.assert_allclose(run["history"]["loss"], single["history"]["loss"], rtol=1e-5)
+            for a, b in zip(run["weights"], single["weights"]):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert singles[0]["rates"][3] == pytest.approx(0.05) and len(set(singles[0]["rates"])) == 12
+    # The second fit's warm-up and decay run on from update 13, rescaled by
+    # the first fit's three halvings.
+    assert len(singles[1]["rates"]) == 12 and singles[1]["rates"][0] < singles[0]["rates"][-1]
+    # The chief's norms: of the all-reduced gradient, i.e. the global batch's;
+    # both fits write into one run (updates 1-24).
+    chief = workers[0]
+    expected = global_batch_norms(x, y, chief["weights_before"] + chief["again"]["weights_before"])
     for tag, values in expected.items():
         steps, logged = read_scalars(root / "logs0" / "train", tag)
-        assert list(steps) == list(range(1, 13)), tag
+        assert list(steps) == list(range(1, 25)), (tag, list(steps), sorted(os.listdir(root / "logs0" / "train")))
         np.testing.assert_allclose(logged, values, rtol=1e-5, err_msg=tag)
-    np.testing.assert_allclose(workers[0]["history"]["grad_norm"],
-                               [np.mean(expected["grad_norm"][i:i + 4]) for i in (0, 4, 8)], rtol=1e-5)
+    for run, first in ((chief, 0), (chief["again"], 12)):
+        np.testing.assert_allclose(run["history"]["grad_norm"],
+                                   [np.mean(expected["grad_norm"][first + i:first + i + 4]) for i in (0, 4, 8)],
+                                   rtol=1e-5)
+    # Each update of the second fit applies the rate it reports: w' = w - rate * g (SGD).
+    ws = chief["again"]["weights_before"] + [chief["again"]["weights"]]
+    for k in range(12):
+        grads = batch_gradients(x, y, k, ws[k])
+        for w, w_next, g in zip(ws[k], ws[k + 1], grads):
+            np.testing.assert_allclose(w_next, np.asarray(w) - chief["again"]["rates"][k] * g, rtol=1e-4, atol=1e-6)
     assert workers[1]["history"]["grad_norm"] == workers[0]["history"]["grad_norm"]
     assert not os.path.exists(root / "logs1")  # only the chief writes summaries
 
