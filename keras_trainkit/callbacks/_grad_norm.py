@@ -370,12 +370,9 @@ class GradientNormLogger(Participant):
         counts, per-layer norms and records are computed from the rows in
         batches (`_fold`), at each epoch end or every `_ROWS` updates."""
         s, rows = self._state, self._state["rows"]
-        if rows["plain"]:  # every call is an update, counted on the host
-            step = int(_eager.tensor(rows["counter"])) + 1
-        else:
-            step, is_update = self._torch_update_number(core)
-            if is_update is False:  # a step that only accumulates: nothing to count or record
-                return
+        step, is_update = self._torch_update_number(core)
+        if is_update is False:  # a step that only accumulates: nothing to count or record
+            return
         norms = _torch_norms(dense)
         if s["clipping"]:
             norms += _torch_norms(hooks.clip_gradients(core, dense))
@@ -545,14 +542,8 @@ class GradientNormLogger(Participant):
         def apply(grads, trainable_variables=None):
             variables = (hooks.built_variables(optimizer) if trainable_variables is None
                          else list(trainable_variables))
-            rows = self._state.get("rows")
-            if rows is not None:
-                if rows["plain"]:  # the common case, without `_prepared_gradients`' lookups
-                    core = None
-                    pairs = [(g, var) for g, var in zip(grads, variables) if g is not None]
-                    dense = [g for g, _ in pairs]
-                else:
-                    core, pairs, dense = self._prepared_gradients(optimizer, list(grads), variables)
+            if self._state.get("rows") is not None:
+                core, pairs, dense = self._prepared_gradients(optimizer, list(grads), variables)
                 if dense:
                     self._add_row(core, pairs, dense)
                     return original(grads, trainable_variables)
@@ -611,15 +602,7 @@ class GradientNormLogger(Participant):
                 and _eager.reads_on_host(_eager.tensor(self._update_count()))):
             # Rows of norms, folded in batches (`_add_row`); the options that
             # need the running values at every step keep the per-step path.
-            optimizer = model.optimizer
-            core = hooks.core_optimizer(optimizer)
-            # "plain": the gradients are the update's as received (nothing to
-            # unscale, accumulate or clip), and every call is one update.
-            plain = (core is not None and hooks.loss_scale_optimizer(optimizer) is None
-                     and core.loss_scale_factor is None and not core.gradient_accumulation_steps
-                     and not self._state["clipping"])
-            self._state["rows"] = dict(key=None, norms=[], groups=None, steps=[], plain=plain,
-                                       counter=optimizer.iterations if plain else None)
+            self._state["rows"] = dict(key=None, norms=[], groups=None, steps=[])
 
     def _reuse_compiled(self, session):
         test_function = self._state.get("test_function")
